@@ -1,0 +1,208 @@
+"""``python -m training``: analyse a corpus, train and evaluate a model, export it for the service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+from training.config import DEFAULT_CORPUS, TrainConfig  # noqa: E402
+
+log = logging.getLogger("training")
+
+EPILOG = """\
+examples:
+  python -m training analyze                       # EDA of the bundled EMO-DB into runs/
+  python -m training train                         # notebook recipe, leave-one-speaker-out on EMO-DB
+  python -m training train --data path/to/TESS --protocol speaker --test-speakers YAF
+  python -m training train --protocol random --epochs 50 --export emotion
+  python -m training train --config my_run.toml --seed 3
+  python -m training export runs/<run folder> --name emotion
+"""
+
+
+def _data_args(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    from training.corpora import LAYOUTS
+
+    p.add_argument("--data", default=d(str(DEFAULT_CORPUS)), metavar="PATH",
+                   help="corpus folder, or a CSV manifest with columns path,emotion[,speaker] "
+                        f"(default: the bundled EMO-DB, {DEFAULT_CORPUS.relative_to(DEFAULT_CORPUS.parents[1])})")
+    p.add_argument("--layout", default=d("auto"), choices=LAYOUTS,
+                   help="corpus layout; 'auto' recognises EMO-DB, TESS, RAVDESS, CREMA-D and SAVEE file names, "
+                        "else one folder per emotion (default: auto)")
+    p.add_argument("--speaker-regex", default=d(None), metavar="REGEX",
+                   help="for folder-per-emotion corpora: a regular expression with a group 'speaker' matched "
+                        "against each file's path, e.g. '^[^/]+/(?P<speaker>[^_]+)_'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.features import FEATURE_SETS
+    from training.protocols import PROTOCOLS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (per-epoch Keras output)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("analyze", aliases=["analyse"], help="corpus analysis: counts, durations, examples",
+                       description="Write the corpus analysis (emotion and speaker counts, duration histogram, "
+                                   "waveform and spectrogram per emotion, report.md) into a new run folder.")
+    _data_args(p, suppress=False)
+    p.add_argument("--runs-dir", default="runs", help="where run folders are created (default: runs)")
+    p.add_argument("--seed", type=int, default=0, help="which example file per emotion is drawn (default: 0)")
+
+    p = sub.add_parser("manifest", help="write the corpus manifest (path, emotion, label, speaker, ...) as CSV",
+                       description="Scan a corpus and write its manifest as CSV; skipped files are reported.")
+    _data_args(p, suppress=False)
+    p.add_argument("-o", "--output", default="-", help="CSV file to write (default: standard output)")
+
+    p = sub.add_parser(
+        "train", help="train and evaluate under a protocol; optionally export",
+        description="Train and evaluate a model under an evaluation protocol, fit the final model on all the "
+                    "data for the epoch count chosen on validation, and write everything into a new run folder. "
+                    "Settings: defaults < --config file < flags.",
+        epilog="protocols: random (stratified 80/20, speaker-dependent), speaker (held-out test speakers), "
+               "loso (leave one speaker out, pooled), cross-corpus (train on --data, test on --test-data). "
+               "Validation (epoch choice) always comes from training speakers only.",
+    )
+    p.add_argument("--config", metavar="TOML", help="TOML file whose keys are the long flag names "
+                   "(e.g. protocol = \"speaker\", test_speakers = [\"YAF\"], epochs = 50)")
+    _data_args(p, suppress=True)
+    S = argparse.SUPPRESS
+    p.add_argument("--emotions", default=S, type=lambda s: s.split(","), metavar="E1,E2",
+                   help="keep only these emotions (canonical names, comma separated)")
+    p.add_argument("--protocol", default=S, choices=PROTOCOLS, help="evaluation protocol (default: loso)")
+    p.add_argument("--test-speakers", default=S, type=lambda s: s.split(","), metavar="S1,S2",
+                   help="protocol speaker: the held-out speakers (default: a seeded 20%% of speakers)")
+    p.add_argument("--test-data", default=S, metavar="PATH", help="protocol cross-corpus: the corpus to test on")
+    p.add_argument("--test-layout", default=S, help="layout of --test-data (default: auto)")
+    p.add_argument("--features", default=S, choices=sorted(FEATURE_SETS), help="feature set (default: seed)")
+    p.add_argument("--model", default=S, help="model builder: seed (default)")
+    p.add_argument("--model-arg", dest="model_args", action="append", default=S, metavar="KEY=VALUE",
+                   help="model builder argument, value as JSON (e.g. lstm_units=64, dense_units=[64,32]); repeatable")
+    p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: 100, as the notebook)")
+    p.add_argument("--batch-size", default=S, type=int, help="batch size (default: 512, as the notebook)")
+    p.add_argument("--patience", default=S, type=int,
+                   help="stop after this many epochs without a better validation UAR (default: run all epochs; "
+                        "the best epoch is kept either way)")
+    p.add_argument("--class-weight", default=S, action="store_true", help="weight classes by inverse frequency")
+    p.add_argument("--augment", default=S, action="store_true",
+                   help="augment training items (for feature sets that support it)")
+    p.add_argument("--seed", default=S, type=int, help="random seed of splits, initialisation, shuffling (default: 0)")
+    p.add_argument("--no-final-fit", dest="final_fit", default=S, action="store_false",
+                   help="evaluate only; do not fit the final model on all data")
+    p.add_argument("--export", default=S, metavar="NAME",
+                   help="export the final model to <models-dir>/NAME/<next version>/ for the service")
+    p.add_argument("--models-dir", default=S, help="where exports go (default: models)")
+    p.add_argument("--runs-dir", default=S, help="where run folders are created (default: runs)")
+    p.add_argument("--cache-dir", default=S, help="feature cache (default: .cache/features)")
+    p.add_argument("--no-cache", dest="cache_dir", default=S, action="store_const", const=None,
+                   help="do not read or write the feature cache")
+    p.add_argument("--jobs", default=S, type=int, help="feature extraction processes (default: all cores)")
+
+    p = sub.add_parser("export", help="export a run's final model as a SavedModel for the service",
+                       description="Export RUN_DIR/model.keras to <models-dir>/<name>/<version>/ (TensorFlow "
+                                   "Serving layout) with metadata.json built from the run's metrics.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    p.add_argument("--name", default="emotion", help="model name (default: emotion)")
+    p.add_argument("--models-dir", default=str(TrainConfig().models_dir), help="default: models")
+    p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
+    if "model_args" in given:
+        parsed = {}
+        for item in given["model_args"]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--model-arg {item!r}: expected KEY=VALUE")
+            try:
+                parsed[key] = json.loads(value)
+            except json.JSONDecodeError:
+                parsed[key] = value
+        given["model_args"] = {**cfg.model_args, **parsed}
+    for key, value in given.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not args.verbose:
+        logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from training.corpora import load_corpus
+
+    if args.command in ("analyze", "analyse"):
+        from training.analysis import analyse
+        from training.train import make_run_dir
+
+        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+        print(corpus.summary())
+        run_dir = make_run_dir(args.runs_dir, corpus.name, "analysis")
+        report = analyse(corpus, run_dir, seed=args.seed)
+        print(f"analysis written to {run_dir}/ (open {report})")
+        return 0
+
+    if args.command == "manifest":
+        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+        print(corpus.summary(), file=sys.stderr)
+        if args.output == "-":
+            import csv
+            from dataclasses import asdict, fields
+
+            from training.corpora import Utterance
+
+            writer = csv.DictWriter(sys.stdout, fieldnames=[f.name for f in fields(Utterance)])
+            writer.writeheader()
+            writer.writerows(asdict(u) for u in corpus.utterances)
+        else:
+            print(f"manifest written to {corpus.write_csv(args.output)}", file=sys.stderr)
+        return 0
+
+    if args.command == "train":
+        from training.train import run_training
+
+        cfg = _train_config(args)
+        result = run_training(cfg)
+        m = result.metrics
+        p = m["pooled"]
+        kind = "speaker-independent" if m["speaker_independent"] else "speaker-DEPENDENT"
+        print(f"{m['corpus']}{' -> ' + m['test_corpus'] if m['test_corpus'] else ''}, {m['protocol']} "
+              f"({kind}), seed {m['seed']}: accuracy {p['accuracy']:.3f}, UAR {p['uar']:.3f}, "
+              f"macro-F1 {p['macro_f1']:.3f} over {p['n']} test utterances")
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} file(s):")
+            for s in result.skipped:
+                print(f"  {s.path}: {s.reason}")
+        if result.export_dir:
+            print(f"exported model: {result.export_dir}")
+        print(f"run folder: {result.run_dir}/ (report.md, metrics.json, plots)")
+        return 0
+
+    if args.command == "export":
+        from training.train import export_run
+
+        out = export_run(args.run_dir, args.name, models_dir=args.models_dir, version=args.version)
+        print(f"exported model: {out}")
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,156 @@
+"""The exported-model format shared by training (writes it) and the service (reads it).
+
+TensorFlow Serving's layout: ``models/<name>/<version>/`` holds a SavedModel whose ``serving_default``
+signature maps ``features`` (float32, ``(batch, steps, dims)``) to ``probabilities`` (``(batch, labels)``),
+and ``metadata.json`` beside it: labels in output order, feature settings, training corpus, protocol and
+metrics, library versions, creation time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.features import FeatureSet, settings_from_dict
+
+METADATA_FILE = "metadata.json"
+SIGNATURE = "serving_default"
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "keras", "librosa", "numpy", "soundfile", "soxr", "scikit-learn"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _versions(base: Path) -> list[int]:
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A version folder from a version folder, a model folder (newest version) or a models root holding one model."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [v for v in _versions(path) if (path / str(v) / "saved_model.pb").is_file()]
+    if versions:
+        return path / str(versions[-1])
+    if path.is_dir():
+        names = sorted(p for p in path.iterdir() if p.is_dir() and _versions(p))
+        if len(names) == 1:
+            return resolve_model_dir(names[0])
+        if len(names) > 1:
+            raise ModelNotFoundError(f"{path} holds several models ({', '.join(n.name for n in names)}); "
+                                     "point at one of them")
+    raise ModelNotFoundError(f"no SavedModel under {path} (expected <name>/<version>/saved_model.pb)")
+
+
+def export_model(
+    model, models_dir: str | Path, name: str, metadata: dict[str, Any], *, version: int | None = None
+) -> Path:
+    """Write ``model`` (a Keras model) as ``<models_dir>/<name>/<version>/`` with ``metadata.json``.
+
+    The version defaults to one more than the newest; it is written to a temporary folder first and moved
+    into place, so a server watching the folder never sees half an export.
+    """
+    import keras
+    import tensorflow as tf
+
+    base = Path(models_dir) / name
+    version = version if version is not None else (_versions(base) or [0])[-1] + 1
+    target = base / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose another --version")
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            name="serve",
+            fn=lambda features: {OUTPUT_NAME: model(features, training=False)},
+            input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
+        )
+        archive.write_out(str(tmp), verbose=False)
+        meta = {
+            "name": name,
+            "version": version,
+            "format": "tf_saved_model",
+            "signature": SIGNATURE,
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape]},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32"},
+            **metadata,
+            "versions": library_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+@dataclass
+class ExportedModel:
+    """A loaded export: its metadata, feature settings, and the serving signature as a callable."""
+
+    path: Path
+    metadata: dict[str, Any]
+    features: FeatureSet
+    labels: list[str]
+    _loaded: Any  # the loaded SavedModel; the signature needs its variables alive
+    _signature: Any
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> int:
+        return int(self.metadata["version"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExportedModel":
+        import tensorflow as tf
+
+        path = resolve_model_dir(path)
+        meta_path = path / METADATA_FILE
+        if not meta_path.is_file():
+            raise ModelNotFoundError(f"{path} has no {METADATA_FILE}; export models with `python -m training`")
+        metadata = json.loads(meta_path.read_text())
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures[metadata.get("signature", SIGNATURE)]
+        return cls(path, metadata, settings_from_dict(metadata["features"]), list(metadata["labels"]),
+                   loaded, signature)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch ``(batch, steps, dims)``; one row per input, columns in label order."""
+        import tensorflow as tf
+
+        out = self._signature(**{INPUT_NAME: tf.constant(features, dtype=tf.float32)})
+        return out[OUTPUT_NAME].numpy()

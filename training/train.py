@@ -1,0 +1,527 @@
+"""Train and evaluate under a protocol, write a run folder, fit the final model, optionally export it.
+
+    corpus -> manifest -> features (cached) -> protocol folds -> per fold: fit on train, pick the epoch on
+    validation (training speakers only), predict test -> pooled metrics and plots -> final fit on all data
+    for the median chosen epoch count -> run folder (+ export to models/<name>/<version>/)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from training.config import TrainConfig
+from training.corpora import Corpus, Utterance, load_corpus
+from training.corpora.manifest import Skipped
+from training.evaluate import classification_metrics, uar
+from training.extraction import FeatureCache, extract_features
+from training.features import FEATURE_SETS, FeatureSet
+from training.protocols import (
+    PROTOCOLS,
+    Fold,
+    Plan,
+    ProtocolError,
+    cross_corpus,
+    leave_one_speaker_out,
+    random_split,
+    speaker_split,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def pad_batch(features: list[np.ndarray]) -> np.ndarray:
+    """Stack ``(steps, dims)`` arrays into ``(batch, max_steps, dims)``, zero-padding shorter ones at the end."""
+    steps = max(f.shape[0] for f in features)
+    out = np.zeros((len(features), steps, features[0].shape[1]), dtype=np.float32)
+    for i, f in enumerate(features):
+        out[i, : f.shape[0]] = f
+    return out
+
+
+def _batches_by_length(n: int, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    order = np.argsort(lengths, kind="stable")
+    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
+
+
+def predict_proba(model, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for every item, batching items of similar length together (less padding)."""
+    if not features:
+        return np.zeros((0, model.outputs[0].shape[-1]), dtype=np.float32)
+    lengths = np.array([f.shape[0] for f in features])
+    probs = np.zeros((len(features), model.outputs[0].shape[-1]), dtype=np.float32)
+    for idx in _batches_by_length(len(features), lengths, batch_size):
+        probs[idx] = np.asarray(model(pad_batch([features[i] for i in idx]), training=False))
+    return probs
+
+
+def _make_batches(features, onehot, weights, batch_size, seed, augment):
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        """Shuffled each epoch; items of similar length share a batch; optional augmentation per item."""
+
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.lengths = np.array([f.shape[0] for f in features])
+            self._shuffle()
+
+        def _shuffle(self):
+            order = self.rng.permutation(len(features))
+            # Sort by length inside windows of 8 batches: little padding, still random batch composition.
+            window = batch_size * 8
+            chunks = [order[i: i + window] for i in range(0, len(order), window)]
+            order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in chunks])
+            self.batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+            self.rng.shuffle(self.batches)
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, i):
+            idx = self.batches[i]
+            items = [augment(features[j], self.rng) if augment else features[j] for j in idx]
+            return pad_batch(items), onehot[idx], weights[idx]
+
+        def on_epoch_end(self):
+            self._shuffle()
+
+    return Batches()
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based; the epoch whose weights the model holds
+    seconds: float
+
+
+def _best_epoch_callback(val_features, val_y, patience):
+    import keras
+
+    class BestEpoch(keras.callbacks.Callback):
+        """Keep the weights of the epoch with the best validation UAR (ties: lower validation loss)."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = (-1.0, math.inf)
+            self.best_epoch = 0
+            self.best_weights = None
+            self.history: dict[str, list[float]] = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            probs = predict_proba(self.model, val_features)
+            pred = probs.argmax(axis=1)
+            val = {
+                "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(val_y)), val_y], 1e-7, 1.0)))),
+                "val_accuracy": float(np.mean(pred == val_y)),
+                "val_uar": uar(val_y, pred),
+            }
+            logs.update(val)
+            for key, value in logs.items():
+                self.history.setdefault(key, []).append(float(value))
+            score = (val["val_uar"], val["val_loss"])
+            if score[0] > self.best[0] or (score[0] == self.best[0] and score[1] < self.best[1]):
+                self.best, self.best_epoch = score, epoch + 1
+                self.best_weights = self.model.get_weights()
+            elif patience is not None and epoch + 1 - self.best_epoch >= patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestEpoch()
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """'balanced' weights: n / (classes * count), so every class carries the same total weight."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights
+
+
+def fit_model(
+    build: Callable[[], Any],
+    train: tuple[list[np.ndarray], np.ndarray],
+    val: tuple[list[np.ndarray], np.ndarray] | None,
+    *,
+    n_classes: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    patience: int | None = None,
+    balance: bool = False,
+    augment: Callable | None = None,
+    verbose: int = 0,
+) -> FitResult:
+    """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build()
+    x, y = train
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
+    batches = _make_batches(x, onehot, weights, batch_size, seed, augment)
+    callbacks = [_best_epoch_callback(val[0], val[1], patience)] if val is not None else []
+    start = time.perf_counter()
+    keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    if callbacks:
+        history, best_epoch = callbacks[0].history, callbacks[0].best_epoch
+    else:
+        history = {k: [float(v) for v in vs] for k, vs in keras_history.history.items()}
+        best_epoch = len(history.get("loss", [])) or epochs
+    return FitResult(model, history, best_epoch, seconds)
+
+
+# ------------------------------------------------------------------------------------------- a run
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    export_dir: Path | None = None
+    model: Any = None
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def make_run_dir(runs_dir: str | Path, *parts: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(runs_dir) / "_".join([stamp, *[p.replace("/", "-") for p in parts if p]])
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def resolve_features(name: str) -> FeatureSet:
+    if name not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {name!r}; choose one of {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name]
+
+
+def resolve_builder(name: str):
+    from training.models import MODEL_BUILDERS
+
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[name]
+
+
+def _load(cfg: TrainConfig) -> tuple[Corpus, Corpus | None]:
+    corpus = load_corpus(cfg.data, layout=cfg.layout, speaker_regex=cfg.speaker_regex)
+    test_corpus = None
+    if cfg.protocol == "cross-corpus":
+        if not cfg.test_data:
+            raise ProtocolError("protocol cross-corpus needs --test-data (the corpus to test on)")
+        test_corpus = load_corpus(cfg.test_data, layout=cfg.test_layout)
+    elif cfg.test_data:
+        raise ProtocolError("--test-data is only used by --protocol cross-corpus")
+    if cfg.emotions:
+        wanted = set(cfg.emotions)
+        unknown = wanted - set(corpus.emotions)
+        if unknown:
+            raise ValueError(f"emotion(s) {', '.join(sorted(unknown))} not in {corpus.name} "
+                             f"(it has {', '.join(corpus.emotions)})")
+        corpus = corpus.subset(lambda u: u.emotion in wanted)
+        if test_corpus is not None:
+            test_corpus = test_corpus.subset(lambda u: u.emotion in wanted)
+    return corpus, test_corpus
+
+
+def _plan(cfg: TrainConfig, utts: list[Utterance], test_utts: list[Utterance]) -> tuple[Plan, list[Utterance]]:
+    if cfg.protocol == "random":
+        return random_split(utts, seed=cfg.seed), utts
+    if cfg.protocol == "speaker":
+        return speaker_split(utts, seed=cfg.seed, test_speakers=cfg.test_speakers), utts
+    if cfg.protocol == "loso":
+        return leave_one_speaker_out(utts, seed=cfg.seed), utts
+    if cfg.protocol == "cross-corpus":
+        return cross_corpus(utts, test_utts, seed=cfg.seed)
+    raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+def run_training(cfg: TrainConfig, *, augment: Callable | None = None) -> RunResult:
+    """Everything ``python -m training train`` does; returns where it went and what it measured."""
+    if cfg.protocol not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    feature_set = resolve_features(cfg.features)
+    builder = resolve_builder(cfg.model)
+    corpus, test_corpus = _load(cfg)
+    run_dir = make_run_dir(cfg.runs_dir, corpus.name, cfg.protocol, cfg.model)
+    log.info("run folder: %s", run_dir)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    # Features for every file of both corpora; files that fail are skipped, by name, before splitting.
+    all_utts = corpus.utterances + (test_corpus.utterances if test_corpus else [])
+    extracted = extract_features([u.path for u in all_utts], feature_set, cache=FeatureCache(cfg.cache_dir),
+                                 jobs=cfg.jobs, progress=cfg.progress)
+    feats_by_path = {u.path: f for u, f in zip(all_utts, extracted.features) if f is not None}
+    skipped = corpus.skipped + (test_corpus.skipped if test_corpus else []) + extracted.failed
+    audio_hours = sum(u.duration for u in all_utts) / 3600
+    log.info("features: %d computed, %d cached, %.1f s (%d failed)", extracted.computed, extracted.cached,
+             extracted.seconds, len(extracted.failed))
+    train_utts = [u for u in corpus.utterances if u.path in feats_by_path]
+    test_only = [u for u in test_corpus.utterances if u.path in feats_by_path] if test_corpus else []
+
+    plan, utts = _plan(cfg, train_utts, test_only)
+    labels = sorted({utts[i].emotion for fold in plan.folds for i in fold.train})
+    label_id = {label: i for i, label in enumerate(labels)}
+    features = [feats_by_path[u.path] for u in utts]
+    y = np.array([label_id.get(u.emotion, -1) for u in utts])
+    _write_manifest(run_dir / "manifest.csv", utts)
+    if skipped:
+        Corpus("", "", "", [], skipped).write_skipped(run_dir / "skipped.csv")
+    log.info("%s: %d folds; labels %s", plan.description, len(plan.folds), ", ".join(labels))
+
+    input_shape = (None if len({f.shape[0] for f in features}) > 1 else features[0].shape[0], features[0].shape[1])
+
+    def build():
+        return builder(input_shape, len(labels), **cfg.model_args)
+
+    fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
+    predictions: list[tuple[int, str, np.ndarray]] = []
+    train_seconds = 0.0
+    for k, fold in enumerate(plan.folds):
+        result = _run_fold(cfg, fold, k, build, features, y, len(labels), augment)
+        train_seconds += result.seconds
+        test_probs = predict_proba(result.model, [features[i] for i in fold.test])
+        pred = test_probs.argmax(axis=1)
+        metrics = classification_metrics(y[fold.test], pred, labels)
+        fold_reports.append({**fold.describe(), "best_epoch": result.best_epoch,
+                             "epochs_run": len(result.history.get("loss", [])),
+                             "train_seconds": round(result.seconds, 2), "metrics": metrics})
+        histories[fold.name] = {**result.history, "best_epoch": [result.best_epoch]}
+        pooled_true.append(y[fold.test])
+        pooled_pred.append(pred)
+        predictions += [(i, fold.name, p) for i, p in zip(fold.test, test_probs)]
+        log.info("fold %s: accuracy %.3f, UAR %.3f (best epoch %d of %d)", fold.name, metrics["accuracy"],
+                 metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
+
+    pooled = classification_metrics(np.concatenate(pooled_true), np.concatenate(pooled_pred), labels)
+    fold_uars = [f["metrics"]["uar"] for f in fold_reports]
+    metrics = {
+        "corpus": corpus.name,
+        "test_corpus": test_corpus.name if test_corpus else None,
+        "protocol": plan.protocol,
+        "speaker_independent": plan.speaker_independent,
+        "description": plan.description,
+        "seed": cfg.seed,
+        "features": feature_set.to_dict(),
+        "model": cfg.model,
+        "labels": labels,
+        "pooled": pooled,
+        "fold_uar_mean": float(np.mean(fold_uars)),
+        "fold_uar_std": float(np.std(fold_uars)),
+        "folds": fold_reports,
+        "timing": {
+            "feature_seconds": round(extracted.seconds, 2),
+            "features_computed": extracted.computed,
+            "features_cached": extracted.cached,
+            "audio_hours": round(audio_hours, 4),
+            "train_seconds": round(train_seconds, 2),
+        },
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+    }
+    _write_evaluation(run_dir, metrics, histories, predictions, utts, labels)
+
+    run = RunResult(run_dir, metrics, skipped=skipped)
+    if cfg.final_fit:
+        best_epochs = [f["best_epoch"] for f in fold_reports]
+        run.model, final = _final_fit(cfg, plan, build, features, y, labels, augment, best_epochs)
+        metrics["final_fit"] = final
+        run.model.save(run_dir / "model.keras")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if cfg.export:
+            run.export_dir = export_run(run_dir, cfg.export, models_dir=cfg.models_dir, model=run.model)
+    _write_report(run_dir, corpus, metrics, cfg, run.export_dir)
+    return run
+
+
+def _run_fold(cfg, fold: Fold, k: int, build, features, y, n_classes, augment) -> FitResult:
+    return fit_model(
+        build,
+        ([features[i] for i in fold.train], y[fold.train]),
+        ([features[i] for i in fold.val], y[fold.val]),
+        n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
+        patience=cfg.patience, balance=cfg.class_weight, augment=augment if cfg.augment else None,
+    )
+
+
+def _final_fit(cfg, plan: Plan, build, features, y, labels, augment, best_epochs: list[int]):
+    """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
+    epochs = max(1, int(statistics.median(best_epochs)))
+    if plan.protocol == "cross-corpus":  # the test corpus stays unseen
+        train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
+    else:
+        train_idx = np.arange(len(features))
+    result = fit_model(
+        build, ([features[i] for i in train_idx], y[train_idx]), None,
+        n_classes=len(labels), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 999,
+        balance=cfg.class_weight, augment=augment if cfg.augment else None,
+    )
+    log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
+             len(train_idx), epochs, result.seconds)
+    return result.model, {
+        "utterances": int(len(train_idx)),
+        "epochs": epochs,
+        "epochs_rule": "median of the best validation epochs over the protocol's folds",
+        "train_seconds": round(result.seconds, 2),
+    }
+
+
+def _write_manifest(path: Path, utts: list[Utterance]) -> None:
+    Corpus("", "", "", utts).write_csv(path)
+
+
+def _write_evaluation(run_dir: Path, metrics, histories, predictions, utts, labels) -> None:
+    from training import plots
+
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "history.json").write_text(json.dumps(histories) + "\n")
+    protocol = metrics["protocol"] + (" (speaker-independent)" if metrics["speaker_independent"]
+                                      else " (speaker-DEPENDENT)")
+    title = f"{metrics['corpus']}, {protocol}, seed {metrics['seed']}"
+    p = metrics["pooled"]
+    plots.confusion_matrix_png(p["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+                               f"{title}\naccuracy {p['accuracy']:.3f}, UAR {p['uar']:.3f}")
+    plots.history_png(histories, run_dir / "history.png", title)
+    with (run_dir / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "speaker", "fold", "emotion", "predicted", *labels])
+        for i, fold, probs in sorted(predictions, key=lambda t: t[0]):
+            writer.writerow([utts[i].path, utts[i].speaker, fold, utts[i].emotion, labels[int(np.argmax(probs))],
+                             *[f"{p:.5f}" for p in probs]])
+
+
+def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=None,
+               version: int | None = None) -> Path:
+    """Export a run's final model (``model.keras``) with metadata built from the run's files."""
+    from training.export import export_model
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    if model is None:
+        import keras
+
+        if not (run_dir / "model.keras").is_file():
+            raise FileNotFoundError(f"{run_dir} has no model.keras (was it trained with --no-final-fit?)")
+        model = keras.models.load_model(run_dir / "model.keras")
+    manifest = list(csv.DictReader((run_dir / "manifest.csv").open()))
+    train_corpus = [r for r in manifest if r["corpus"] == metrics["corpus"]]
+    pooled = metrics["pooled"]
+    metadata = {
+        "labels": metrics["labels"],
+        "features": metrics["features"],
+        "model": {"builder": metrics["model"], "args": config.get("model_args", {}),
+                  "parameters": int(model.count_params())},
+        "training": {
+            "corpus": metrics["corpus"],
+            "utterances": len(train_corpus),
+            "speakers": sorted({r["speaker"] for r in train_corpus}),
+            "emotions": dict(sorted(Counter(r["emotion"] for r in train_corpus).items())),
+            "final_fit": metrics.get("final_fit"),
+            "seed": metrics["seed"],
+            "config": config,
+            "run": run_dir.name,
+        },
+        "evaluation": {
+            "protocol": metrics["protocol"],
+            "speaker_independent": metrics["speaker_independent"],
+            "description": metrics["description"],
+            "test_corpus": metrics.get("test_corpus") or metrics["corpus"],
+            "metrics": {k: pooled[k] for k in ("n", "accuracy", "uar", "macro_precision", "macro_recall",
+                                               "macro_f1")},
+            "per_class_recall": {k: v["recall"] for k, v in pooled["per_class"].items()},
+            "fold_uar_mean": metrics["fold_uar_mean"],
+            "fold_uar_std": metrics["fold_uar_std"],
+            "folds": len(metrics["folds"]),
+        },
+    }
+    out = export_model(model, models_dir, name, metadata, version=version)
+    log.info("exported %s", out)
+    return out
+
+
+def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig, export_dir: Path | None) -> None:
+    p = metrics["pooled"]
+    lines = [
+        f"# Training run {run_dir.name}",
+        "",
+        f"- corpus: **{corpus.name}** ({corpus.layout} layout, `{corpus.root}`), {len(corpus)} files, "
+        f"{corpus.hours * 60:.1f} min" + (f"; tested on **{metrics['test_corpus']}**" if metrics["test_corpus"] else ""),
+        f"- protocol: **{metrics['protocol']}**, "
+        + ("speaker-independent" if metrics["speaker_independent"] else "**speaker-dependent** (optimistic)")
+        + f": {metrics['description']}",
+        f"- features: `{json.dumps(metrics['features'])}`",
+        f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}; epochs {cfg.epochs}, "
+        f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
+        f"augmentation {cfg.augment}, seed {cfg.seed}",
+        "",
+        "## Results (test predictions pooled over folds)",
+        "",
+        "| accuracy | UAR | macro precision | macro recall | macro F1 | n |",
+        "|---|---|---|---|---|---|",
+        f"| {p['accuracy']:.3f} | {p['uar']:.3f} | {p['macro_precision']:.3f} | {p['macro_recall']:.3f} "
+        f"| {p['macro_f1']:.3f} | {p['n']} |",
+        "",
+        f"Mean UAR over folds {metrics['fold_uar_mean']:.3f} (std {metrics['fold_uar_std']:.3f}).",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+        *[f"| {k} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+          for k, v in p["per_class"].items()],
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Folds",
+        "",
+        "| fold | train | validation | test | best epoch | accuracy | UAR |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {f['name']} | {f['train']} | {f['val']} ({f['validation']}) | {f['test']} | {f['best_epoch']} "
+          f"| {f['metrics']['accuracy']:.3f} | {f['metrics']['uar']:.3f} |" for f in metrics["folds"]],
+        "",
+        "![training history](history.png)",
+        "",
+        f"Feature extraction: {metrics['timing']['feature_seconds']} s ({metrics['timing']['features_computed']} "
+        f"computed, {metrics['timing']['features_cached']} from cache); training: "
+        f"{metrics['timing']['train_seconds']} s.",
+    ]
+    if "final_fit" in metrics:
+        ff = metrics["final_fit"]
+        lines += ["", f"Final model: all {ff['utterances']} utterances, {ff['epochs']} epochs "
+                      f"({ff['epochs_rule']}), saved as `model.keras`."]
+    if export_dir:
+        lines += [f"Exported to `{export_dir}`."]
+    if metrics["skipped"]:
+        lines += ["", "## Skipped files", "", *[f"- `{s['path']}`: {s['reason']}" for s in metrics["skipped"]]]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
