@@ -80,15 +80,16 @@ def _describe(source: Source) -> str:
     return getattr(source, "name", None) or "upload"
 
 
-def read_audio(source: Source) -> Audio:
+def read_audio(source: Source, *, name: str | None = None) -> Audio:
     """Decode ``source`` (a path, a binary file object or bytes) to float32 samples, all of it.
 
     Windows (offset, duration) and resampling belong to the feature settings, see
     :mod:`training.features`, so that they travel with a model.
 
-    Raises :class:`AudioDecodeError` with libsndfile's reason when the source is not decodable audio.
+    Raises :class:`AudioDecodeError` with libsndfile's reason when the source is not decodable audio;
+    messages start with ``name`` (default: the path, or "upload").
     """
-    what = _describe(source)
+    what = name or _describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0:
         raise AudioDecodeError(f"{what}: empty file (0 bytes)")
     try:

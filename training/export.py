@@ -86,6 +86,7 @@ def export_model(
         raise FileExistsError(f"{target} exists; choose another --version")
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    tmp.chmod(0o755)  # mkdtemp makes it private; servers often run as another user
     try:
         shape = tuple(model.inputs[0].shape[1:])
         archive = keras.export.ExportArchive()

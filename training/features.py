@@ -50,6 +50,19 @@ def window(samples: np.ndarray, sample_rate: int, offset: float, duration: float
     return samples[start:stop]
 
 
+def pad_batch(features: list[np.ndarray]) -> np.ndarray:
+    """Stack ``(steps, dims)`` arrays into one model input ``(batch, max_steps, dims)``.
+
+    Shorter items are zero-padded at the end; models over variable-length input mask the padding, so an
+    item's prediction does not depend on what it is batched with.
+    """
+    steps = max(f.shape[0] for f in features)
+    out = np.zeros((len(features), steps, features[0].shape[1]), dtype=np.float32)
+    for i, f in enumerate(features):
+        out[i, : f.shape[0]] = f
+    return out
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """Base of the feature sets: serialisation, fingerprint, the too-short check."""

@@ -26,7 +26,7 @@ from training.corpora import Corpus, Utterance, load_corpus
 from training.corpora.manifest import Skipped
 from training.evaluate import classification_metrics, uar
 from training.extraction import FeatureCache, extract_features
-from training.features import FEATURE_SETS, FeatureSet
+from training.features import FEATURE_SETS, FeatureSet, pad_batch
 from training.protocols import (
     PROTOCOLS,
     Fold,
@@ -42,15 +42,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- data
-
-
-def pad_batch(features: list[np.ndarray]) -> np.ndarray:
-    """Stack ``(steps, dims)`` arrays into ``(batch, max_steps, dims)``, zero-padding shorter ones at the end."""
-    steps = max(f.shape[0] for f in features)
-    out = np.zeros((len(features), steps, features[0].shape[1]), dtype=np.float32)
-    for i, f in enumerate(features):
-        out[i, : f.shape[0]] = f
-    return out
 
 
 def _batches_by_length(n: int, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -435,6 +426,8 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
         if not (run_dir / "model.keras").is_file():
             raise FileNotFoundError(f"{run_dir} has no model.keras (was it trained with --no-final-fit?)")
         model = keras.models.load_model(run_dir / "model.keras")
+    for key in ("data", "test_data", "models_dir", "runs_dir", "cache_dir"):
+        config[key] = _portable(config.get(key))
     manifest = list(csv.DictReader((run_dir / "manifest.csv").open()))
     train_corpus = [r for r in manifest if r["corpus"] == metrics["corpus"]]
     pooled = metrics["pooled"]
@@ -469,6 +462,15 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
     out = export_model(model, models_dir, name, metadata, version=version)
     log.info("exported %s", out)
     return out
+
+
+def _portable(path: str | None) -> str | None:
+    """A path inside the project as a relative one, so metadata does not carry one machine's layout."""
+    from training.config import PROJECT_ROOT
+
+    if path and Path(path).resolve().is_relative_to(PROJECT_ROOT):
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    return path
 
 
 def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig, export_dir: Path | None) -> None:

@@ -1,0 +1,29 @@
+"""``python -m app``: run the service with uvicorn, configured from SER_* environment variables."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from app.config import Settings
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__, "\nSettings (environment variables):\n")
+        for variable, default, description in Settings.documentation():
+            print(f"  {variable:24} default {default}\n      {description}")
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=settings.workers,
+                log_level=settings.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

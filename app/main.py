@@ -1,0 +1,78 @@
+"""The FastAPI application: ``uvicorn app.main:app`` or ``python -m app``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from fastapi import FastAPI  # noqa: E402
+from fastapi.responses import RedirectResponse  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+
+from app import __version__  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.errors import BodySizeLimit, install_error_handlers  # noqa: E402
+from app.inference import Predictor  # noqa: E402
+from app.routes import health, model, predict  # noqa: E402
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """\
+Speech emotion recognition over HTTP. Upload a short recording to **POST /predict** and get the
+probability of every emotion the served model knows (see **GET /model** for its labels, how it was trained
+and how it scored on speakers it never heard).
+
+- `POST /predict`: multipart/form-data with the audio in the field `file` (WAV; FLAC, OGG, AIFF, MP3 too).
+- `GET /health`: 200 when the model is loaded and warmed up, 503 with the reason otherwise.
+- `GET /model`: the served model's metadata.
+
+Errors are JSON `{"detail": ..., "code": ...}` with a 4xx status that says what was wrong.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.predictor = None
+        app.state.load_error = "model loading"
+        try:
+            app.state.predictor = await run_in_threadpool(
+                Predictor.load, settings.model_path, threads=settings.inference_threads,
+                max_batch=settings.max_batch, max_audio_seconds=settings.max_audio_seconds,
+            )
+            app.state.load_error = None
+        except Exception as exc:  # any reason at all: stay up and report it on /health
+            app.state.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("no model loaded from %s: %s", settings.model_path, app.state.load_error)
+        yield
+        if app.state.predictor is not None:
+            await app.state.predictor.aclose()
+
+    app = FastAPI(
+        title="Speech emotion recognition",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.predictor = None
+    app.state.load_error = "model not loaded yet"
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+    app.include_router(model.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from app.deps import get_predictor
+from app.inference import Predictor
+from app.schemas import ErrorResponse, ModelInfo
+
+router = APIRouter(tags=["service"])
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    summary="The served model's metadata",
+    description="Labels in output order, the feature settings applied to uploads, the training corpus, the "
+                "evaluation protocol (speaker-independent or not) with its metrics, library versions.",
+    responses={503: {"model": ErrorResponse, "description": "no model loaded"}},
+)
+def model_info(predictor: Predictor = Depends(get_predictor)) -> ModelInfo:
+    return ModelInfo(**predictor.model.metadata, path=str(predictor.model.path))

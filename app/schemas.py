@@ -1,0 +1,76 @@
+"""Response bodies, declared so that Swagger (/docs) shows every field with an example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    name: str = Field(description="model name (the folder under models/)")
+    version: int = Field(description="model version (the numbered folder)")
+
+
+class AudioSummary(BaseModel):
+    duration: float = Field(description="length of the uploaded audio in seconds, as received")
+    sample_rate: int = Field(description="sample rate of the upload in Hz, as received (resampled internally)")
+    channels: int = Field(description="channels of the upload (averaged to mono internally)")
+    format: str = Field(description="container detected from the content, e.g. WAV, FLAC, OGG, AIFF")
+
+
+class PredictResponse(BaseModel):
+    emotion: str = Field(description="the most probable emotion")
+    probability: float = Field(description="its probability, 0-1")
+    probabilities: dict[str, float] = Field(
+        description="every label's probability, keys in the model's label order (see GET /model); sums to 1"
+    )
+    audio: AudioSummary
+    model: ModelRef
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "emotion": "angry",
+        "probability": 0.87,
+        "probabilities": {"angry": 0.87, "boredom": 0.0, "disgust": 0.02, "fear": 0.03, "happy": 0.07,
+                          "neutral": 0.0, "sad": 0.01},
+        "audio": {"duration": 2.61, "sample_rate": 16000, "channels": 1, "format": "WAV"},
+        "model": {"name": "emotion", "version": 1},
+    }})
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="'ok' when a model is loaded and warmed up, 'unavailable' otherwise")
+    model: ModelRef | None = Field(None, description="the served model, when ready")
+    reason: str | None = Field(None, description="why the service is not ready, when it is not")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ok", "model": {"name": "emotion", "version": 1}},
+        {"status": "unavailable", "reason": "no SavedModel under /app/models (expected <name>/<version>/...)"},
+    ]})
+
+
+class ModelInfo(BaseModel):
+    """The served model's metadata.json: what it predicts, from which features, trained and measured how."""
+
+    name: str
+    version: int
+    labels: list[str] = Field(description="output labels, in the order of the model's probabilities")
+    features: dict[str, Any] = Field(description="feature settings the service applies to uploads")
+    training: dict[str, Any] = Field(description="training corpus, speakers, emotions, final fit, settings")
+    evaluation: dict[str, Any] = Field(description="evaluation protocol (speaker-independent or not) and its "
+                                                   "metrics: accuracy, UAR, macro F1")
+    versions: dict[str, str] = Field(description="library versions the model was exported with")
+    created: str = Field(description="export time (UTC, ISO 8601)")
+    path: str = Field(description="folder the model was loaded from")
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what was wrong, and what to do about it")
+    code: str = Field(description="machine-readable error code, e.g. unsupported_audio, payload_too_large")
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "detail": "'notes.txt' is not decodable audio (Format not recognised). Send WAV, FLAC, OGG, AIFF or MP3.",
+        "code": "unsupported_audio",
+    }})

@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Accuracy benchmark on the real corpora in ../shared/datasets: prints one table of what it measured.
+
+Tasks (all speaker-independent except tess-random, which is there to show the gap):
+  tess-random    TESS, stratified random 80/20 split (speaker-DEPENDENT)
+  tess-oaf-yaf   TESS, train OAF, test YAF
+  tess-yaf-oaf   TESS, train YAF, test OAF
+  emodb-loso     EMO-DB, leave one speaker out (10 folds, predictions pooled)
+
+For each recipe x task x seed: accuracy, UAR, macro-F1, per-class recall, training time; per corpus the
+feature extraction time per audio hour (measured without the cache, on all cores). Epochs are chosen on
+validation data from training speakers only.
+
+    python benchmarks/accuracy.py                         # the notebook's recipe ("seed"), seed 0
+    python benchmarks/accuracy.py --recipes seed --seeds 0 1 2 --tasks emodb-loso
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from training.config import TrainConfig  # noqa: E402
+from training.corpora import load_corpus  # noqa: E402
+from training.extraction import extract_features  # noqa: E402
+from training.train import resolve_features, run_training  # noqa: E402
+
+#: A recipe is the training settings that differ from TrainConfig's defaults.
+RECIPES: dict[str, dict] = {
+    "seed": {"features": "seed", "model": "seed", "epochs": 100, "batch_size": 512},
+}
+
+TASKS = {
+    "tess-random": {"corpus": "tess", "protocol": "random"},
+    "tess-oaf-yaf": {"corpus": "tess", "protocol": "speaker", "test_speakers": ["YAF"]},
+    "tess-yaf-oaf": {"corpus": "tess", "protocol": "speaker", "test_speakers": ["OAF"]},
+    "emodb-loso": {"corpus": "emodb", "protocol": "loso"},
+}
+
+
+def feature_seconds_per_audio_hour(corpus_dir: Path, feature_name: str) -> float:
+    corpus = load_corpus(corpus_dir)
+    result = extract_features([u.path for u in corpus.utterances], resolve_features(feature_name), cache=None,
+                              progress=False)
+    return result.seconds / corpus.hours
+
+
+def run(args) -> dict:
+    shared = Path(args.shared)
+    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="ser-bench-"))
+    results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+               "feature_seconds_per_audio_hour": {}, "runs": []}
+    corpora = sorted({TASKS[t]["corpus"] for t in args.tasks})
+    for recipe in args.recipes:
+        feature_name = RECIPES[recipe]["features"]
+        for corpus in corpora:
+            key = f"{recipe}/{corpus}"
+            results["feature_seconds_per_audio_hour"][key] = feature_seconds_per_audio_hour(shared / corpus,
+                                                                                            feature_name)
+            print(f"[features] {key}: {results['feature_seconds_per_audio_hour'][key]:.1f} s per audio hour",
+                  flush=True)
+        for task in args.tasks:
+            spec = TASKS[task]
+            for seed in args.seeds:
+                cfg = TrainConfig(
+                    data=str(shared / spec["corpus"]), protocol=spec["protocol"],
+                    test_speakers=spec.get("test_speakers"), seed=seed, final_fit=False,
+                    runs_dir=str(runs_dir), cache_dir=args.cache_dir, progress=False,
+                    **RECIPES[recipe], **(args.override or {}),
+                )
+                start = time.perf_counter()
+                m = run_training(cfg).metrics
+                wall = time.perf_counter() - start
+                p = m["pooled"]
+                row = {
+                    "recipe": recipe, "task": task, "corpus": m["corpus"], "protocol": m["protocol"],
+                    "speaker_independent": m["speaker_independent"], "seed": seed, "folds": len(m["folds"]),
+                    "accuracy": p["accuracy"], "uar": p["uar"], "macro_f1": p["macro_f1"],
+                    "per_class_recall": {k: v["recall"] for k, v in p["per_class"].items()},
+                    "train_seconds": m["timing"]["train_seconds"], "wall_seconds": round(wall, 1),
+                    "best_epochs": [f["best_epoch"] for f in m["folds"]],
+                }
+                results["runs"].append(row)
+                print(f"[run] {recipe} {task} seed {seed}: accuracy {row['accuracy']:.3f} UAR {row['uar']:.3f} "
+                      f"macro-F1 {row['macro_f1']:.3f} train {row['train_seconds']:.0f} s", flush=True)
+    return results
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "tensorflow": tf.__version__}
+
+
+def table(results: dict) -> str:
+    """Mean (and spread over seeds when there are several) per recipe and task."""
+    lines = ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s | features s / audio h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results["runs"]:
+        groups.setdefault((r["recipe"], r["task"]), []).append(r)
+
+    def fmt(values):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+
+    for (recipe, task), rows in groups.items():
+        protocol = rows[0]["protocol"] + ("" if rows[0]["speaker_independent"] else " (speaker-dependent)")
+        fps = results["feature_seconds_per_audio_hour"].get(f"{recipe}/{rows[0]['corpus']}", float("nan"))
+        lines.append(
+            f"| {recipe} | {task} | {protocol} | {','.join(str(r['seed']) for r in rows)} "
+            f"| {fmt([r['accuracy'] for r in rows])} | {fmt([r['uar'] for r in rows])} "
+            f"| {fmt([r['macro_f1'] for r in rows])} | {np.mean([r['train_seconds'] for r in rows]):.0f} "
+            f"| {fps:.1f} |"
+        )
+    lines += ["", "Per-class recall (mean over seeds):", "",
+              "| recipe | task | " + " | ".join(_labels(results)) + " |",
+              "|---|---|" + "---|" * len(_labels(results))]
+    for (recipe, task), rows in groups.items():
+        cells = []
+        for label in _labels(results):
+            values = [r["per_class_recall"][label] for r in rows if label in r["per_class_recall"]]
+            cells.append(f"{np.mean(values):.2f}" if values else "-")
+        lines.append(f"| {recipe} | {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _labels(results: dict) -> list[str]:
+    return sorted({k for r in results["runs"] for k in r["per_class_recall"]})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "datasets"),
+                        help="folder holding emodb/ and tess/ (default: ../shared/datasets)")
+    parser.add_argument("--recipes", nargs="+", default=["seed"], choices=sorted(RECIPES))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--override", type=json.loads, default=None,
+                        help='JSON of TrainConfig fields to override in every run, e.g. \'{"epochs": 30}\'')
+    parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
+    parser.add_argument("--runs-dir", default=None, help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                        help="where the JSON and Markdown results are written")
+    args = parser.parse_args()
+    for corpus in {TASKS[t]["corpus"] for t in args.tasks}:
+        if not (Path(args.shared) / corpus).is_dir():
+            parser.error(f"{Path(args.shared) / corpus} not found: the benchmark needs the real corpora")
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+    results = run(args)
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    (out / f"accuracy-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = table(results)
+    (out / f"accuracy-{stamp}.md").write_text(text + "\n")
+    print()
+    print(text)
+    print(f"\nwhole benchmark: {results['wall_seconds']:.0f} s on {results['machine']['cpu_count']} cores; "
+          f"results in {out}/accuracy-{stamp}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

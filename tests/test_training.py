@@ -1,0 +1,120 @@
+"""A short real training run through the command line, its run folder, and export -> load -> same predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import BUNDLED
+from training.cli import main
+from training.corpora import load_corpus
+from training.export import ExportedModel, resolve_model_dir
+from training.extraction import extract_one
+
+SPEAKERS = ("03", "10", "11")
+
+
+@pytest.fixture(scope="module")
+def slice_csv(tmp_path_factory) -> Path:
+    """Three speakers of the bundled corpus as a user-written CSV manifest, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("slice")
+    (root / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE this is not audio")
+    rows = [(u.path, u.emotion, u.speaker) for u in load_corpus(BUNDLED).utterances if u.speaker in SPEAKERS]
+    rows.append((str(root / "corrupt.wav"), "angry", "03"))
+    with (root / "slice.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "emotion", "speaker"), *rows])
+    return root / "slice.csv"
+
+
+@pytest.fixture(scope="module")
+def trained(slice_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "4", "--batch-size", "64",
+            "--runs-dir", str(out / "runs"), "--cache-dir", str(out / "cache"), "--models-dir", str(out / "models"),
+            "--export", "emotion"]
+    assert main(argv) == 0
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir, out / "models"
+
+
+def test_run_folder_holds_everything(trained, capsys):
+    run_dir, _ = trained
+    for name in ["config.json", "manifest.csv", "skipped.csv", "metrics.json", "history.json", "history.png",
+                 "confusion_matrix.png", "predictions.csv", "report.md", "model.keras"]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol"] == "loso" and metrics["speaker_independent"] is True
+    assert [f["test_speakers"] for f in metrics["folds"]] == [[s] for s in SPEAKERS]
+    assert metrics["labels"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+    pooled = metrics["pooled"]
+    assert pooled["n"] == len(list(csv.DictReader((run_dir / "manifest.csv").open())))
+    assert 0 <= pooled["uar"] <= 1 and np.asarray(pooled["confusion_matrix"]).sum() == pooled["n"]
+    for fold in metrics["folds"]:
+        assert 1 <= fold["best_epoch"] <= 4
+    assert metrics["final_fit"]["utterances"] == pooled["n"]
+
+
+def test_corrupt_file_is_reported_by_name_and_skipped(trained):
+    run_dir, _ = trained
+    skipped = list(csv.DictReader((run_dir / "skipped.csv").open()))
+    assert [Path(r["path"]).name for r in skipped] == ["corrupt.wav"]
+    assert "corrupt.wav" in (run_dir / "report.md").read_text()
+    assert "corrupt.wav" not in (run_dir / "manifest.csv").read_text()
+
+
+def test_export_layout_and_metadata(trained):
+    _, models = trained
+    version_dir = resolve_model_dir(models / "emotion")
+    assert version_dir == models / "emotion" / "1"
+    assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
+    meta = json.loads((version_dir / "metadata.json").read_text())
+    assert meta["labels"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
+    assert meta["features"]["kind"] == "mean_mfcc" and meta["features"]["n_mfcc"] == 40
+    assert meta["evaluation"]["protocol"] == "loso" and 0 <= meta["evaluation"]["metrics"]["uar"] <= 1
+    assert meta["training"]["speakers"] == list(SPEAKERS)
+    assert {"tensorflow", "keras", "librosa", "numpy"} <= set(meta["versions"]) and meta["created"]
+
+
+def test_exported_model_predicts_what_the_keras_model_predicts(trained):
+    import keras
+
+    run_dir, models = trained
+    model = keras.models.load_model(run_dir / "model.keras")
+    exported = ExportedModel.load(models / "emotion")
+    files = sorted((BUNDLED / "wav").glob("1[56]*.flac"))[:16]  # speakers the slice never saw
+    x = np.stack([extract_one(str(f), exported.features) for f in files])
+    expected = np.asarray(model(x, training=False))
+    got = exported.predict(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_export_command_makes_the_next_version(trained, capsys):
+    run_dir, models = trained
+    assert main(["export", str(run_dir), "--name", "emotion", "--models-dir", str(models)]) == 0
+    assert resolve_model_dir(models / "emotion") == models / "emotion" / "2"
+    assert "exported model" in capsys.readouterr().out
+
+
+def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('protocol = "speaker"\ntest_speakers = ["99"]\n')
+    assert main(["train", "--config", str(cfg), "--data", str(slice_csv), "--runs-dir", str(tmp_path)]) == 2
+    assert "99" in capsys.readouterr().err
+    cfg.write_text('protocl = "speaker"\n')
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "unknown setting" in capsys.readouterr().err
+
+
+def test_analyze_writes_plots_and_report(tmp_path, capsys):
+    assert main(["analyze", "--runs-dir", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    for name in ["emotion_counts.png", "speaker_counts.png", "durations.png", "examples.png", "manifest.csv",
+                 "report.md"]:
+        assert (run_dir / name).stat().st_size > 0, name
+    report = (run_dir / "report.md").read_text()
+    assert "535 files" in report and "![examples](examples.png)" in report
