@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: install run test train analyze bench-accuracy constraints clean
+.PHONY: install run test train analyze bench-accuracy bench-serving constraints clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: make PYTHON=/path/to/python3.11")'
@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/python -m training train
+	SER_HOST=$${SER_HOST:-$(HOST)} SER_PORT=$${SER_PORT:-$(PORT)} $(BIN)/python -m app
 
 test: install
 	$(BIN)/python -m pytest
@@ -32,6 +32,9 @@ analyze: install
 
 bench-accuracy: install
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
+
+bench-serving: install
+	$(BIN)/python benchmarks/serving.py $(ARGS)
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable ) > constraints.new && mv constraints.new constraints.txt

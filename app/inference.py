@@ -21,7 +21,7 @@ from training.audio import Audio, AudioError, read_audio
 from training.export import ExportedModel
 from training.features import pad_batch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app")
 
 
 class AudioTooLongError(AudioError):

@@ -112,8 +112,12 @@ def read_audio(source: Source, *, name: str | None = None) -> Audio:
     except FileNotFoundError as exc:
         raise AudioDecodeError(f"{what}: no such file") from exc
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        reason = str(exc).split(": ", 1)[-1] if isinstance(exc, sf.LibsndfileError) else str(exc)
-        raise AudioDecodeError(f"{what}: not decodable audio ({reason})") from exc
+        raise AudioDecodeError(f"{what}: not decodable audio ({_reason(exc)})") from exc
+
+
+def _reason(exc: Exception) -> str:
+    reason = str(exc).split(": ", 1)[-1] if isinstance(exc, sf.LibsndfileError) else str(exc)
+    return reason.strip().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     except FileNotFoundError as exc:
         raise AudioDecodeError(f"{path}: no such file") from exc
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        reason = str(exc).split(": ", 1)[-1] if isinstance(exc, sf.LibsndfileError) else str(exc)
-        raise AudioDecodeError(f"{path}: not decodable audio ({reason})") from exc
+        raise AudioDecodeError(f"{path}: not decodable audio ({_reason(exc)})") from exc
     if info.samplerate <= 0 or info.frames <= 0:
         raise AudioDecodeError(f"{path}: no audio frames in file")
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), info.format)
