@@ -14,6 +14,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -29,9 +30,34 @@ class AudioTooLongError(AudioError):
 
 
 @dataclass
+class Segment:
+    start: float
+    end: float
+    probabilities: np.ndarray
+
+
+@dataclass
 class Prediction:
-    probabilities: np.ndarray  # in the model's label order
+    probabilities: np.ndarray  # in the model's label order; for long audio, the mean over windows
     audio: Audio
+    timeline: list[Segment] | None = None  # when asked for, or when the audio is longer than the span
+    windows: int = 1  # how many model inputs the overall answer averages
+
+
+def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """Windows of ``window`` seconds every ``hop`` seconds covering ``[0, duration]``; the last one ends at
+    the end (so the tail is analysed too); one window when the audio is not longer than ``window``."""
+    if duration <= window:
+        return [(0.0, duration)]
+    starts = list(np.arange(0.0, duration - window + 1e-9, hop))
+    if duration - (starts[-1] + window) > 1e-6:
+        starts.append(duration - window)
+    return [(round(float(s), 4), round(float(s) + window, 4)) for s in starts]
+
+
+def cut(audio: Audio, start: float, end: float) -> Audio:
+    a, b = int(round(start * audio.sample_rate)), int(round(end * audio.sample_rate))
+    return Audio(audio.samples[a:b], audio.sample_rate, audio.channels, audio.format, audio.subtype)
 
 
 class BatchingRunner:
@@ -107,13 +133,31 @@ class Predictor:
     def labels(self) -> list[str]:
         return self.model.labels
 
-    def prepare(self, data: bytes, filename: str = "upload") -> tuple[Audio, np.ndarray]:
-        """Decode and compute features: the same calls training makes for a file on disk."""
+    @property
+    def span(self) -> float:
+        return float(self.model.serving["span_seconds"])
+
+    def decode(self, data: bytes, filename: str = "upload") -> Audio:
         audio = read_audio(data, name=filename)
         if audio.duration > self.max_audio_seconds:
             raise AudioTooLongError(f"{filename}: {audio.duration:.1f} s of audio; the limit is "
                                     f"{self.max_audio_seconds:g} s (SER_MAX_AUDIO_SECONDS)")
+        return audio
+
+    def prepare(self, data: bytes, filename: str = "upload") -> tuple[Audio, np.ndarray]:
+        """Decode and compute features of the whole clip: the same calls training makes for a file on disk."""
+        audio = self.decode(data, filename)
         return audio, self.model.features.extract(audio)
+
+    def featurize(self, data: bytes, filename: str, *, timeline: bool, window: float, hop: float
+                  ) -> tuple[Audio, np.ndarray | None, list[tuple[float, float]], list[np.ndarray]]:
+        """Decode; features of the whole clip when it fits the model's span; features of each window when a
+        timeline is asked for or the clip is longer than the span."""
+        audio = self.decode(data, filename)
+        extract = self.model.features.extract
+        whole = extract(audio) if audio.duration <= self.span else None
+        spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
+        return audio, whole, spans, [extract(cut(audio, a, b)) for a, b in spans]
 
     def warm_up(self) -> None:
         """One full pass (features and model) so the first real request is not the slow one."""
@@ -124,11 +168,22 @@ class Predictor:
         for batch in (1, 2):
             self.model.predict(pad_batch([features] * batch))
 
-    async def predict(self, data: bytes, filename: str = "upload") -> Prediction:
-        loop = asyncio.get_running_loop()
-        audio, features = await loop.run_in_executor(self._pool, self.prepare, data, filename)
-        probs = await self._runner.submit(features)
-        return Prediction(probs, audio)
+    async def predict(self, data: bytes, filename: str = "upload", *, timeline: bool = False,
+                      window: float | None = None, hop: float | None = None) -> Prediction:
+        """Probabilities of the whole clip; for audio longer than the model's span, the mean over windows.
+
+        With ``timeline``, also the probabilities of every window (window and hop default to the model's).
+        """
+        window = window or self.model.serving["window_seconds"]
+        hop = hop or self.model.serving["hop_seconds"]
+        audio, whole, spans, window_features = await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(self.featurize, data, filename, timeline=timeline, window=window, hop=hop))
+        inputs = ([whole] if whole is not None else []) + window_features
+        probs = await asyncio.gather(*[self._runner.submit(f) for f in inputs])
+        window_probs = probs[1:] if whole is not None else probs
+        overall = probs[0] if whole is not None else np.mean(np.stack(window_probs), axis=0)
+        segments = [Segment(a, b, p) for (a, b), p in zip(spans, window_probs)] if timeline else None
+        return Prediction(overall, audio, segments, 1 if whole is not None else len(window_probs))
 
     async def aclose(self) -> None:
         await self._runner.aclose()

@@ -19,6 +19,14 @@ class AudioSummary(BaseModel):
     format: str = Field(description="container detected from the content, e.g. WAV, FLAC, OGG, AIFF")
 
 
+class TimelineSegment(BaseModel):
+    start: float = Field(description="window start, seconds from the beginning of the audio")
+    end: float = Field(description="window end, seconds")
+    emotion: str = Field(description="the most probable emotion in this window")
+    probability: float = Field(description="its probability")
+    probabilities: dict[str, float] = Field(description="every label's probability in this window")
+
+
 class PredictResponse(BaseModel):
     emotion: str = Field(description="the most probable emotion")
     probability: float = Field(description="its probability, 0-1")
@@ -27,6 +35,13 @@ class PredictResponse(BaseModel):
     )
     audio: AudioSummary
     model: ModelRef
+    windows: int = Field(
+        1, description="1 when the whole clip was analysed in one pass; for audio longer than the model's span "
+                       "(GET /model: serving.span_seconds) the overall answer is the mean over this many windows",
+    )
+    timeline: list[TimelineSegment] | None = Field(
+        None, description="with ?timeline=true: the probabilities of each window of the audio, in time order",
+    )
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "emotion": "angry",
@@ -35,6 +50,7 @@ class PredictResponse(BaseModel):
                           "neutral": 0.0, "sad": 0.01},
         "audio": {"duration": 2.61, "sample_rate": 16000, "channels": 1, "format": "WAV"},
         "model": {"name": "emotion", "version": 1},
+        "windows": 1,
     }})
 
 
@@ -59,6 +75,8 @@ class ModelInfo(BaseModel):
     training: dict[str, Any] = Field(description="training corpus, speakers, emotions, final fit, settings")
     evaluation: dict[str, Any] = Field(description="evaluation protocol (speaker-independent or not) and its "
                                                    "metrics: accuracy, UAR, macro F1")
+    serving: dict[str, float] = Field(description="long audio: span_seconds analysed in one pass; longer audio "
+                                                 "is cut into windows of window_seconds every hop_seconds")
     versions: dict[str, str] = Field(description="library versions the model was exported with")
     created: str = Field(description="export time (UTC, ISO 8601)")
     path: str = Field(description="folder the model was loaded from")

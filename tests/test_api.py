@@ -18,7 +18,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.inference import Predictor
+from app.inference import BatchingRunner, Predictor
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, tone
 from training.export import ExportedModel, resolve_model_dir
@@ -202,20 +202,38 @@ def test_openapi_documents_the_contract(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_concurrent_requests_batched_get_the_same_answers(served):
-    """Requests answered together by one model call get what they get alone."""
-    clips = [p.read_bytes() for p in sorted((BUNDLED / "wav").glob("0[89]a0*.flac"))[:12]]
+def test_batched_model_calls_give_each_request_its_own_answer(served):
+    """Requests queued together are answered by one model call, and each gets what it gets alone."""
+    predictor = Predictor(served, threads=1, max_batch=32, max_audio_seconds=600)
+    clips = sorted((BUNDLED / "wav").glob("0[89]a0*.flac"))[:12]
+    features = [predictor.prepare(p.read_bytes(), p.name)[1] for p in clips]
+    alone = [served.predict(f[None])[0] for f in features]
+
+    async def together():
+        runner = BatchingRunner(served.predict, max_batch=32)
+        # All submits are queued before the batching loop first runs: one call answers them all.
+        results = await asyncio.gather(*[runner.submit(f) for f in features])
+        calls = runner.calls
+        await runner.aclose()
+        return results, calls
+
+    results, calls = asyncio.run(together())
+    assert calls == 1
+    for a, b in zip(alone, results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_concurrent_requests_get_the_answers_they_get_alone(served):
+    clips = [p.read_bytes() for p in sorted((BUNDLED / "wav").glob("1[34]a0*.flac"))[:8]]
 
     async def scenario():
         predictor = Predictor(served, threads=2, max_batch=32, max_audio_seconds=600)
         alone = [(await predictor.predict(c)).probabilities for c in clips]
         together = await asyncio.gather(*[predictor.predict(c) for c in clips])
-        calls = predictor._runner.calls
         await predictor.aclose()
-        return alone, [t.probabilities for t in together], calls
+        return alone, [t.probabilities for t in together]
 
-    alone, together, calls = asyncio.run(scenario())
-    assert calls < 2 * len(clips), "some requests shared a model call"
+    alone, together = asyncio.run(scenario())
     for a, b in zip(alone, together):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -250,3 +268,59 @@ def test_uvicorn_process_over_real_http():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_plan_windows_cover_the_audio():
+    from app.inference import plan_windows
+
+    assert plan_windows(2.0, 3.0, 1.5) == [(0.0, 2.0)]
+    assert plan_windows(6.0, 3.0, 1.5) == [(0.0, 3.0), (1.5, 4.5), (3.0, 6.0)]
+    windows = plan_windows(10.2, 3.0, 1.5)
+    assert windows[0][0] == 0.0 and windows[-1] == (7.2, 10.2), "the last window ends at the end"
+    assert all(b - a == pytest.approx(3.0) for a, b in windows)
+
+
+def long_recording(seconds: float = 12.0) -> bytes:
+    """Real speech: bundled clips of several emotions played one after another."""
+    parts, total = [], 0.0
+    for path in sorted((BUNDLED / "wav").glob("03a0[1-5]*.flac")):
+        y, sr = sf.read(path, dtype="float32")
+        parts.append(y)
+        total += len(y) / sr
+        if total >= seconds:
+            break
+    return wav_bytes(np.concatenate(parts)[: int(seconds * 16000)], 16000)
+
+
+def test_long_audio_gets_a_timeline_and_an_overall_answer(client, served):
+    data = long_recording(12.0)
+    span = served.serving["span_seconds"]
+    r = client.post("/predict?timeline=true", files={"file": ("long.wav", data, "audio/wav")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    timeline = body["timeline"]
+    assert body["audio"]["duration"] == pytest.approx(12.0)
+    assert timeline[0]["start"] == 0.0 and timeline[-1]["end"] == pytest.approx(12.0)
+    assert all(t["end"] - t["start"] == pytest.approx(served.serving["window_seconds"]) for t in timeline)
+    for t in timeline:
+        assert list(t["probabilities"]) == served.labels
+        assert sum(t["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    if 12.0 > span:  # longer than one pass: the overall answer is the mean over the windows
+        assert body["windows"] == len(timeline)
+        mean = np.mean([list(t["probabilities"].values()) for t in timeline], axis=0)
+        np.testing.assert_allclose(list(body["probabilities"].values()), mean, rtol=1e-5, atol=1e-6)
+    # Without the flag: the same overall answer, no timeline.
+    plain = client.post("/predict", files={"file": ("long.wav", data, "audio/wav")}).json()
+    assert plain["timeline"] is None
+    np.testing.assert_allclose(list(plain["probabilities"].values()), list(body["probabilities"].values()),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_timeline_window_and_hop_are_validated(client):
+    data = long_recording(8.0)
+    r = client.post("/predict?timeline=true&window=2&hop=1", files={"file": ("a.wav", data, "audio/wav")})
+    assert r.status_code == 200 and len(r.json()["timeline"]) == 7
+    r = client.post("/predict?timeline=true&window=2&hop=3", files={"file": ("a.wav", data, "audio/wav")})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+    r = client.post("/predict?window=0.1", files={"file": ("a.wav", data, "audio/wav")})
+    assert r.status_code == 422

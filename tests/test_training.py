@@ -14,6 +14,7 @@ from training.cli import main
 from training.corpora import load_corpus
 from training.export import ExportedModel, resolve_model_dir
 from training.extraction import extract_one
+from training.features import pad_batch
 
 SPEAKERS = ("03", "10", "11")
 
@@ -33,7 +34,7 @@ def slice_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(slice_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "4", "--batch-size", "64",
+    argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
             "--runs-dir", str(out / "runs"), "--cache-dir", str(out / "cache"), "--models-dir", str(out / "models"),
             "--export", "emotion"]
     assert main(argv) == 0
@@ -54,7 +55,7 @@ def test_run_folder_holds_everything(trained, capsys):
     assert pooled["n"] == len(list(csv.DictReader((run_dir / "manifest.csv").open())))
     assert 0 <= pooled["uar"] <= 1 and np.asarray(pooled["confusion_matrix"]).sum() == pooled["n"]
     for fold in metrics["folds"]:
-        assert 1 <= fold["best_epoch"] <= 4
+        assert 1 <= fold["best_epoch"] <= 3
     assert metrics["final_fit"]["utterances"] == pooled["n"]
 
 
@@ -67,13 +68,16 @@ def test_corrupt_file_is_reported_by_name_and_skipped(trained):
 
 
 def test_export_layout_and_metadata(trained):
-    _, models = trained
+    run_dir, models = trained
     version_dir = resolve_model_dir(models / "emotion")
     assert version_dir == models / "emotion" / "1"
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
     meta = json.loads((version_dir / "metadata.json").read_text())
     assert meta["labels"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
-    assert meta["features"]["kind"] == "mean_mfcc" and meta["features"]["n_mfcc"] == 40
+    assert meta["features"]["kind"] == "logmel_frames" and meta["model"]["builder"] == "crnn"
+    assert meta["input"]["shape"][:2] == [None, None], "the frame model takes any number of frames"
+    longest = max(float(r["duration"]) for r in csv.DictReader((run_dir / "manifest.csv").open()))
+    assert longest <= meta["serving"]["span_seconds"] <= longest + 0.5, "the span is the longest training clip"
     assert meta["evaluation"]["protocol"] == "loso" and 0 <= meta["evaluation"]["metrics"]["uar"] <= 1
     assert meta["training"]["speakers"] == list(SPEAKERS)
     assert {"tensorflow", "keras", "librosa", "numpy"} <= set(meta["versions"]) and meta["created"]
@@ -86,7 +90,7 @@ def test_exported_model_predicts_what_the_keras_model_predicts(trained):
     model = keras.models.load_model(run_dir / "model.keras")
     exported = ExportedModel.load(models / "emotion")
     files = sorted((BUNDLED / "wav").glob("1[56]*.flac"))[:16]  # speakers the slice never saw
-    x = np.stack([extract_one(str(f), exported.features) for f in files])
+    x = pad_batch([extract_one(str(f), exported.features) for f in files])  # different lengths, padded
     expected = np.asarray(model(x, training=False))
     got = exported.predict(x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -98,6 +102,19 @@ def test_export_command_makes_the_next_version(trained, capsys):
     assert main(["export", str(run_dir), "--name", "emotion", "--models-dir", str(models)]) == 0
     assert resolve_model_dir(models / "emotion") == models / "emotion" / "2"
     assert "exported model" in capsys.readouterr().out
+
+
+def test_seed_recipe_is_the_notebook(slice_csv, tmp_path):
+    argv = ["train", "--recipe", "seed", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11",
+            "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"),
+            "--export", "seed"]
+    assert main(argv) == 0
+    meta = json.loads((resolve_model_dir(tmp_path / "models" / "seed") / "metadata.json").read_text())
+    assert meta["features"] == {"kind": "mean_mfcc", "sample_rate": 22050, "offset": 0.5, "duration": 3.0,
+                                "n_mfcc": 40, "min_seconds": 0.1}
+    assert meta["model"]["builder"] == "seed" and meta["input"]["shape"] == [None, 40, 1]
+    config = meta["training"]["config"]
+    assert (config["batch_size"], config["augment"], config["class_weight"]) == (512, False, False)
 
 
 def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):

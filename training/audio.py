@@ -90,6 +90,8 @@ def read_audio(source: Source, *, name: str | None = None) -> Audio:
     messages start with ``name`` (default: the path, or "upload").
     """
     what = name or _describe(source)
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise AudioDecodeError(f"{what}: no such file")
     if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0:
         raise AudioDecodeError(f"{what}: empty file (0 bytes)")
     try:
@@ -134,6 +136,8 @@ class AudioInfo:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Header facts without decoding the samples; raises :class:`AudioDecodeError` like :func:`read_audio`."""
+    if not os.path.exists(path):
+        raise AudioDecodeError(f"{path}: no such file")
     try:
         info = sf.info(str(path))
     except FileNotFoundError as exc:

@@ -11,14 +11,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
-from training.config import DEFAULT_CORPUS, TrainConfig  # noqa: E402
+from training.config import DEFAULT_CORPUS, RECIPES, TrainConfig  # noqa: E402
 
 log = logging.getLogger("training")
 
 EPILOG = """\
 examples:
   python -m training analyze                       # EDA of the bundled EMO-DB into runs/
-  python -m training train                         # notebook recipe, leave-one-speaker-out on EMO-DB
+  python -m training train                         # frame model (crnn), leave-one-speaker-out on EMO-DB
+  python -m training train --recipe seed           # the notebook's recipe, same protocol
   python -m training train --data path/to/TESS --protocol speaker --test-speakers YAF
   python -m training train --protocol random --epochs 50 --export emotion
   python -m training train --config my_run.toml --seed 3
@@ -84,18 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol speaker: the held-out speakers (default: a seeded 20%% of speakers)")
     p.add_argument("--test-data", default=S, metavar="PATH", help="protocol cross-corpus: the corpus to test on")
     p.add_argument("--test-layout", default=S, help="layout of --test-data (default: auto)")
-    p.add_argument("--features", default=S, choices=sorted(FEATURE_SETS), help="feature set (default: seed)")
-    p.add_argument("--model", default=S, help="model builder: seed (default)")
+    p.add_argument("--recipe", default=S, choices=list(RECIPES),
+                   help="settings bundle: crnn (frames, the default) or seed (the notebook); "
+                        + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in RECIPES.items()))
+    p.add_argument("--features", default=S, choices=sorted(FEATURE_SETS), help="feature set (default: the recipe's)")
+    p.add_argument("--model", default=S, help="model builder: crnn or seed (default: the recipe's)")
     p.add_argument("--model-arg", dest="model_args", action="append", default=S, metavar="KEY=VALUE",
                    help="model builder argument, value as JSON (e.g. lstm_units=64, dense_units=[64,32]); repeatable")
-    p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: 100, as the notebook)")
-    p.add_argument("--batch-size", default=S, type=int, help="batch size (default: 512, as the notebook)")
+    p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: the recipe's)")
+    p.add_argument("--batch-size", default=S, type=int, help="batch size (default: the recipe's)")
     p.add_argument("--patience", default=S, type=int,
                    help="stop after this many epochs without a better validation UAR (default: run all epochs; "
                         "the best epoch is kept either way)")
-    p.add_argument("--class-weight", default=S, action="store_true", help="weight classes by inverse frequency")
-    p.add_argument("--augment", default=S, action="store_true",
-                   help="augment training items (for feature sets that support it)")
+    p.add_argument("--class-weight", default=S, action=argparse.BooleanOptionalAction,
+                   help="weight classes by inverse frequency")
+    p.add_argument("--augment", default=S, action=argparse.BooleanOptionalAction,
+                   help="augment training items: frequency warp, tempo, SpecAugment masks (frame features only)")
+    p.add_argument("--lr-schedule", default=S, choices=["constant", "cosine"], help="learning-rate schedule")
     p.add_argument("--seed", default=S, type=int, help="random seed of splits, initialisation, shuffling (default: 0)")
     p.add_argument("--no-final-fit", dest="final_fit", default=S, action="store_false",
                    help="evaluate only; do not fit the final model on all data")
@@ -120,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
-    cfg = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
+    recipe = given.pop("recipe", None)
+    if getattr(args, "config", None):
+        cfg = TrainConfig.from_toml(args.config, recipe=recipe)
+    else:
+        cfg = TrainConfig.from_recipe(recipe) if recipe else TrainConfig()
     if "model_args" in given:
         parsed = {}
         for item in given["model_args"]:

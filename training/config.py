@@ -1,4 +1,4 @@
-"""One training configuration: defaults here, overridden by a TOML file, overridden by flags."""
+"""One training configuration: a recipe's settings, overridden by a TOML file, overridden by flags."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The bundled corpus, default of every command.
 DEFAULT_CORPUS = PROJECT_ROOT / "data" / "emodb"
+
+#: A recipe is the settings that make a model what it is; ``--recipe`` picks one, anything else overrides.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The notebook this project grew from, exactly: mean MFCCs, LSTM over 40 coefficients, 100 x 512.
+    "seed": {"features": "seed", "model": "seed", "epochs": 100, "batch_size": 512, "patience": None,
+             "class_weight": False, "augment": False, "lr_schedule": "constant"},
+    # Frames: log-mel + deltas + pitch, conv front-end, BiLSTM over time, attention; augmentation that
+    # simulates other speakers; class weights; cosine learning-rate decay.
+    "crnn": {"features": "logmel", "model": "crnn", "epochs": 60, "batch_size": 32, "patience": None,
+             "class_weight": True, "augment": True, "lr_schedule": "cosine"},
+}
+DEFAULT_RECIPE = "crnn"
 
 
 @dataclass
@@ -25,15 +37,17 @@ class TrainConfig:
     test_speakers: list[str] | None = None  # for protocol "speaker"; default a seeded 20 % of speakers
     test_data: str | None = None  # for protocol "cross-corpus"
     test_layout: str = "auto"
-    # recipe (defaults: the notebook's)
-    features: str = "seed"
-    model: str = "seed"
+    # recipe (the defaults are RECIPES[DEFAULT_RECIPE]; see from_recipe)
+    recipe: str = DEFAULT_RECIPE
+    features: str = RECIPES[DEFAULT_RECIPE]["features"]
+    model: str = RECIPES[DEFAULT_RECIPE]["model"]
     model_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 100
-    batch_size: int = 512
+    epochs: int = RECIPES[DEFAULT_RECIPE]["epochs"]
+    batch_size: int = RECIPES[DEFAULT_RECIPE]["batch_size"]
     patience: int | None = None  # stop after this many epochs without a better validation UAR
-    class_weight: bool = False
-    augment: bool = False
+    class_weight: bool = RECIPES[DEFAULT_RECIPE]["class_weight"]
+    augment: bool = RECIPES[DEFAULT_RECIPE]["augment"]
+    lr_schedule: str = RECIPES[DEFAULT_RECIPE]["lr_schedule"]  # or "constant"
     seed: int = 0
     # final model on all data, for export
     final_fit: bool = True
@@ -50,14 +64,26 @@ class TrainConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TrainConfig":
+    def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> "TrainConfig":
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        unknown = set(overrides) - cls.field_names()
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+        return cls(**{**RECIPES[recipe], **overrides, "recipe": recipe})
+
+    @classmethod
+    def from_toml(cls, path: str | Path, recipe: str | None = None) -> "TrainConfig":
+        """The TOML's settings over its recipe (or ``recipe``, when given, e.g. by a flag)."""
         with open(path, "rb") as f:
             data = tomllib.load(f)
         data = {k.replace("-", "_"): v for k, v in data.items()}
         unknown = set(data) - cls.field_names()
         if unknown:
             raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
+        chosen = recipe or data.pop("recipe", DEFAULT_RECIPE)
+        data.pop("recipe", None)
+        return cls.from_recipe(chosen, **data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

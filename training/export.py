@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import FeatureSet, settings_from_dict
+from training.features import FeatureSet, MeanMFCC, settings_from_dict
 
 METADATA_FILE = "metadata.json"
 SIGNATURE = "serving_default"
@@ -66,6 +66,21 @@ def resolve_model_dir(path: str | Path) -> Path:
             raise ModelNotFoundError(f"{path} holds several models ({', '.join(n.name for n in names)}); "
                                      "point at one of them")
     raise ModelNotFoundError(f"no SavedModel under {path} (expected <name>/<version>/saved_model.pb)")
+
+
+def serving_defaults(features: FeatureSet, durations: list[float]) -> dict[str, float]:
+    """How the service treats long audio, from what the model was trained on.
+
+    ``span_seconds``: the longest clip analysed in one pass (the longest training clip, rounded up to
+    0.5 s; the seed recipe's fixed window). Longer audio is cut into windows of ``window_seconds``
+    every ``hop_seconds``, and the overall answer is the mean over windows.
+    """
+    if isinstance(features, MeanMFCC):
+        span = features.offset + (features.duration or 3.0)
+        return {"span_seconds": span, "window_seconds": span, "hop_seconds": span / 2}
+    span = max(1.0, float(np.ceil(2 * max(durations, default=10.0)) / 2))
+    window = min(span, 3.0)
+    return {"span_seconds": span, "window_seconds": window, "hop_seconds": window / 2}
 
 
 def export_model(
@@ -134,6 +149,11 @@ class ExportedModel:
     @property
     def version(self) -> int:
         return int(self.metadata["version"])
+
+    @property
+    def serving(self) -> dict[str, float]:
+        """Long-audio settings from the metadata (exports made before they were recorded: derived)."""
+        return self.metadata.get("serving") or serving_defaults(self.features, [])
 
     @classmethod
     def load(cls, path: str | Path) -> "ExportedModel":

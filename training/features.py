@@ -32,7 +32,7 @@ from training.audio import Audio, AudioTooShortError, to_mono
 
 #: Bump when the computation behind a feature kind changes without its settings changing;
 #: it is part of every cache key, so stale cached features are never reused.
-FEATURE_CODE_VERSION = 1
+FEATURE_CODE_VERSION = 2
 
 #: Resampler used everywhere (librosa.load's default), so training and service agree sample for sample.
 RESAMPLER = "soxr_hq"
@@ -67,6 +67,52 @@ def mfcc(y: np.ndarray, sample_rate: int, n_mfcc: int, *, n_fft: int = 2048, hop
     power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length)) ** 2.0
     mel = np.einsum("...ft,mf->...mt", power, mel_filterbank(sample_rate, n_fft, n_mels), optimize=_MEL_EINSUM_PATH)
     return librosa.get_fftlib().dct(librosa.power_to_db(mel), axis=-2, type=2, norm="ortho")[..., :n_mfcc, :]
+
+
+def yin(y: np.ndarray, sample_rate: int, *, hop_length: int, frame_length: int, fmin: float = 60.0,
+        fmax: float = 500.0, threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """YIN (de Cheveigne & Kawahara 2002) per frame: ``(f0_hz, periodicity)``; f0 is 0 where unvoiced.
+
+    Frames are centred on multiples of ``hop_length`` (as ``librosa.stft(center=True)``). Periodicity is
+    1 minus the cumulative mean normalised difference at the chosen lag (1 = perfectly periodic).
+    """
+    min_lag, max_lag = int(sample_rate // fmax), int(np.ceil(sample_rate / fmin))
+    padded = np.pad(y, frame_length // 2)
+    if len(padded) < frame_length:
+        padded = np.pad(padded, (0, frame_length - len(padded)))
+    frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop_length).T  # (n, frame_length)
+    window_len = frame_length - max_lag
+    n_fft = 2 * frame_length
+    # Cross term sum_j x[j] x[j + tau] over the integration window j < window_len, for every lag at once.
+    acf = np.fft.irfft(np.fft.rfft(frames, n_fft, axis=1) * np.conj(np.fft.rfft(frames[:, :window_len], n_fft, axis=1)),
+                       n_fft, axis=1)[:, : max_lag + 1]
+    energy = np.cumsum(np.pad(frames ** 2, ((0, 0), (1, 0))), axis=1)
+    e0 = energy[:, window_len] - energy[:, 0]
+    e_tau = energy[:, window_len:window_len + max_lag + 1] - energy[:, : max_lag + 1]
+    diff = np.maximum(e0[:, None] + e_tau - 2 * acf, 0.0)
+    diff[:, 0] = 0.0
+    cumulative = np.cumsum(diff[:, 1:], axis=1) / np.arange(1, max_lag + 1)
+    cmnd = np.ones_like(diff)
+    cmnd[:, 1:] = diff[:, 1:] / np.maximum(cumulative, 1e-12)
+    search = cmnd[:, min_lag:max_lag]
+    below = search < threshold
+    # First dip under the threshold (YIN's absolute threshold step), else the global minimum.
+    lag = np.where(below.any(axis=1), np.argmax(below, axis=1), np.argmin(search, axis=1))
+    # Walk down to the local minimum of that dip.
+    rows = np.arange(len(lag))
+    for _ in range(8):
+        step = (lag + 1 < search.shape[1]) & (search[rows, np.minimum(lag + 1, search.shape[1] - 1)] < search[rows, lag])
+        lag = lag + step
+    best = search[rows, lag]
+    # Parabolic interpolation around the minimum for a sub-sample period.
+    left = search[rows, np.maximum(lag - 1, 0)]
+    right = search[rows, np.minimum(lag + 1, search.shape[1] - 1)]
+    curvature = left - 2 * best + right
+    shift = np.where(curvature > 1e-12, 0.5 * (left - right) / np.maximum(curvature, 1e-12), 0.0)
+    period = lag + min_lag + np.clip(shift, -0.5, 0.5)
+    periodicity = np.clip(1.0 - best, 0.0, 1.0)
+    f0 = np.where(best < threshold, sample_rate / period, 0.0)
+    return f0, periodicity
 
 
 def window(samples: np.ndarray, sample_rate: int, offset: float, duration: float | None) -> np.ndarray:
@@ -141,12 +187,97 @@ class MeanMFCC(FeatureSet):
         return np.mean(coefficients.T, axis=0).astype(np.float32)[:, None]
 
 
+@dataclass(frozen=True)
+class LogMelFrames(FeatureSet):
+    """Frames, not averages: a log-mel spectrogram (plus deltas), normalised per utterance.
+
+    16 kHz, 25 ms windows every 10 ms; every frame of the clip is kept (no cropping), so the result has
+    shape ``(frames, n_mels * (1 + deltas))`` with ``frames`` about 100 per second. Each dimension is
+    normalised to zero mean and unit variance over the utterance, which removes the recording's level
+    and channel colouring; nothing about the speaker is needed at prediction time.
+    """
+
+    kind: ClassVar[str] = "logmel_frames"
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    fmin: float = 50.0
+    fmax: float = 8000.0
+    deltas: int = 1  # 0: log-mel only; 1: + delta; 2: + delta-delta
+    delta_width: int = 9
+    #: "mean": subtract the utterance's mean log energy (the recording's gain, exactly), keep everything
+    #: else: spectral tilt, dynamic range, deltas as they are; fixed scales bring values near unit range.
+    #: "utterance": one mean and one standard deviation per feature group over the whole utterance
+    #: (also removes the dynamic range). "bin": every dimension to zero mean and unit variance (also
+    #: removes the spectral tilt).
+    normalize: str = "utterance"
+    #: Add two pitch columns (YIN at 8 kHz): F0 in semitones relative to the utterance's median voiced F0
+    #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
+    pitch: bool = False
+    min_seconds: float = 0.25
+
+    def waveform(self, audio: Audio) -> np.ndarray:
+        """Mono float32 at ``sample_rate``: what :meth:`frames` reads (and what augmentation perturbs)."""
+        self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")
+        return resample(np.ascontiguousarray(to_mono(audio.samples)), audio.sample_rate, self.sample_rate)
+
+    def frames(self, y: np.ndarray) -> np.ndarray:
+        """``(frames, dims)`` features of a mono signal at ``sample_rate``."""
+        spec = np.abs(librosa.stft(y, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                                   center=True)) ** 2
+        basis = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
+        mel = np.einsum("...ft,mf->...mt", spec, basis, optimize=_MEL_EINSUM_PATH)
+        # Floor 80 dB under the loudest bin: relative, so the recording's gain cancels out exactly.
+        logmel = np.log(mel + 1e-8 * mel.max() + 1e-30)
+        parts = [logmel]
+        if self.deltas and logmel.shape[1] >= self.delta_width:
+            for order in range(1, self.deltas + 1):
+                parts.append(librosa.feature.delta(logmel, width=self.delta_width, order=order))
+        elif self.deltas:  # too few frames for the delta window: zero deltas keep the shape
+            parts += [np.zeros_like(logmel)] * self.deltas
+        if self.normalize == "mean":
+            # Typical spreads on speech: centred log-mel ~4, deltas ~0.6 (measured on EMO-DB).
+            parts = [(parts[0] - parts[0].mean()) / 4.0] + [d / 0.6 for d in parts[1:]]
+            feats = np.concatenate(parts, axis=0).T
+        elif self.normalize == "bin":
+            feats = np.concatenate(parts, axis=0).T
+            feats = (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-5)
+        elif self.normalize == "utterance":
+            feats = np.concatenate([(p - p.mean()) / (p.std() + 1e-5) for p in parts], axis=0).T
+        else:
+            raise ValueError(f"normalize must be 'mean', 'utterance' or 'bin', not {self.normalize!r}")
+        if self.pitch:
+            feats = np.concatenate([feats, self._pitch(y, feats.shape[0])], axis=1)
+        return feats.astype(np.float32)
+
+    def _pitch(self, y: np.ndarray, n_frames: int) -> np.ndarray:
+        low_rate = 8000
+        y8 = resample(y, self.sample_rate, low_rate)
+        hop = self.hop_length * low_rate // self.sample_rate
+        f0, periodicity = yin(y8, low_rate, hop_length=hop, frame_length=512, threshold=0.4)
+        voiced = f0 > 0
+        semitones = np.zeros_like(f0)
+        if voiced.any():
+            semitones[voiced] = 12 * np.log2(f0[voiced] / np.median(f0[voiced]))
+        out = np.zeros((n_frames, 2), dtype=np.float32)
+        m = min(n_frames, len(f0))
+        out[:m, 0] = semitones[:m] / 6.0  # +-6 semitones -> +-1, on the scale of the other columns
+        out[:m, 1] = periodicity[:m]
+        return out
+
+    def extract(self, audio: Audio) -> np.ndarray:
+        return self.frames(self.waveform(audio))
+
+
 #: Every feature kind by the name stored in metadata.
-FEATURE_KINDS: dict[str, type[FeatureSet]] = {cls.kind: cls for cls in (MeanMFCC,)}
+FEATURE_KINDS: dict[str, type[FeatureSet]] = {cls.kind: cls for cls in (MeanMFCC, LogMelFrames)}
 
 #: Named presets selectable with ``--features``.
 FEATURE_SETS: dict[str, FeatureSet] = {
     "seed": MeanMFCC(),
+    "logmel": LogMelFrames(),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 
 def build_seed(
@@ -41,6 +41,122 @@ def build_seed(
     return model
 
 
+# --------------------------------------------------------------------------- frame-sequence model
+# Inputs are zero-padded at the end to the longest item of a batch (training.features.pad_batch). The
+# layers below carry a frame mask explicitly, so that padding never changes an item's prediction: a clip
+# batched with a longer one gets the probabilities it gets alone.
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class FrameMask(layers.Layer):
+    """1.0 for real frames, 0.0 for padding: a frame is padding when every feature in it is exactly 0.
+
+    Features are normalised per utterance, so a real frame is never all zeros.
+    """
+
+    def call(self, x):
+        return ops.cast(ops.any(ops.not_equal(x, 0.0), axis=-1), x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class ApplyMask(layers.Layer):
+    """Zero the padded frames again (after BatchNorm's shift they are not zero any more)."""
+
+    def call(self, x, frame_mask):
+        return x * ops.expand_dims(frame_mask, -1)
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class PoolMask(layers.Layer):
+    """The mask after MaxPooling1D(pool): a pooled frame is real when all frames it covers are."""
+
+    def __init__(self, pool: int, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = pool
+
+    def call(self, mask):
+        pooled = -ops.max_pool(-ops.expand_dims(mask, -1), pool_size=self.pool, strides=self.pool, padding="valid")
+        return ops.squeeze(pooled, -1)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool}
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class MaskedAttentionPooling(layers.Layer):
+    """Weighted mean over real frames, weights from a learned score per frame (softmax over time)."""
+
+    def __init__(self, units: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True  # consumes the LSTM's mask; its output is per utterance, unmasked
+        self.units = units
+        self.hidden = layers.Dense(units, activation="tanh")
+        self.score = layers.Dense(1)
+
+    def build(self, input_shape):
+        self.hidden.build(input_shape)
+        self.score.build((*input_shape[:-1], self.units))
+
+    def call(self, x, frame_mask):
+        scores = ops.squeeze(self.score(self.hidden(x)), -1)
+        scores = ops.where(frame_mask > 0, scores, ops.full_like(scores, -1e9))
+        weights = ops.expand_dims(ops.softmax(scores, axis=-1), -1)
+        return ops.sum(weights * x, axis=1)
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def build_crnn(
+    input_shape: tuple[int | None, int],
+    n_classes: int,
+    *,
+    conv_filters: tuple[int, ...] = (64, 96),
+    kernel_size: int = 5,
+    pool: int = 2,
+    lstm_units: int = 64,
+    attention_units: int = 64,
+    dense_units: int = 64,
+    dropout: float = 0.3,
+    learning_rate: float = 2e-3,
+) -> keras.Model:
+    """Conv front-end (downsamples time by ``pool`` per block) -> BiLSTM over time -> attention -> softmax.
+
+    Takes ``(batch, frames, dims)`` of any length: every block re-applies the padding mask, the LSTM skips
+    padded steps and the attention pooling ignores them.
+    """
+    features = keras.Input(shape=(None, input_shape[-1]), name="features")
+    mask = FrameMask(name="frame_mask")(features)
+    x = layers.SpatialDropout1D(0.1)(features)
+    for i, filters in enumerate(conv_filters):
+        x = layers.Conv1D(filters, kernel_size, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
+        mask = PoolMask(pool)(mask)
+        # Padded frames are not zero after BatchNorm; zero them before the next convolution reads them.
+        x = ApplyMask()(x, mask)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Bidirectional(layers.LSTM(lstm_units, return_sequences=True), name="bilstm")(
+        x, mask=ops.cast(mask, "bool"))
+    x = MaskedAttentionPooling(attention_units, name="attention")(x, mask)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(features, outputs, name="crnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "seed": build_seed,
+    "crnn": build_crnn,
 }

@@ -166,9 +166,13 @@ def fit_model(
     patience: int | None = None,
     balance: bool = False,
     augment: Callable | None = None,
+    lr_schedule: str = "constant",
     verbose: int = 0,
 ) -> FitResult:
-    """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs."""
+    """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs.
+
+    ``lr_schedule="cosine"`` decays the optimizer's learning rate along a half cosine over ``epochs``.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -177,12 +181,19 @@ def fit_model(
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
     batches = _make_batches(x, onehot, weights, batch_size, seed, augment)
-    callbacks = [_best_epoch_callback(val[0], val[1], patience)] if val is not None else []
+    best = _best_epoch_callback(val[0], val[1], patience) if val is not None else None
+    callbacks = [best] if best is not None else []
+    if lr_schedule == "cosine":
+        base = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))))
+    elif lr_schedule != "constant":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
     start = time.perf_counter()
     keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    if callbacks:
-        history, best_epoch = callbacks[0].history, callbacks[0].best_epoch
+    if best is not None:
+        history, best_epoch = best.history, best.best_epoch
     else:
         history = {k: [float(v) for v in vs] for k, vs in keras_history.history.items()}
         best_epoch = len(history.get("loss", [])) or epochs
@@ -259,12 +270,17 @@ def _plan(cfg: TrainConfig, utts: list[Utterance], test_utts: list[Utterance]) -
     raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
-def run_training(cfg: TrainConfig, *, augment: Callable | None = None) -> RunResult:
+def run_training(cfg: TrainConfig) -> RunResult:
     """Everything ``python -m training train`` does; returns where it went and what it measured."""
     if cfg.protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     feature_set = resolve_features(cfg.features)
     builder = resolve_builder(cfg.model)
+    augment = None
+    if cfg.augment:
+        from training.augment import FrameAugment
+
+        augment = FrameAugment.for_features(feature_set)
     corpus, test_corpus = _load(cfg)
     run_dir = make_run_dir(cfg.runs_dir, corpus.name, cfg.protocol, cfg.model)
     log.info("run folder: %s", run_dir)
@@ -362,7 +378,7 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, y, n_classes, augment) -
         ([features[i] for i in fold.train], y[fold.train]),
         ([features[i] for i in fold.val], y[fold.val]),
         n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
-        patience=cfg.patience, balance=cfg.class_weight, augment=augment if cfg.augment else None,
+        patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
     )
 
 
@@ -376,7 +392,7 @@ def _final_fit(cfg, plan: Plan, build, features, y, labels, augment, best_epochs
     result = fit_model(
         build, ([features[i] for i in train_idx], y[train_idx]), None,
         n_classes=len(labels), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 999,
-        balance=cfg.class_weight, augment=augment if cfg.augment else None,
+        balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
     )
     log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
              len(train_idx), epochs, result.seconds)
@@ -431,8 +447,13 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
     manifest = list(csv.DictReader((run_dir / "manifest.csv").open()))
     train_corpus = [r for r in manifest if r["corpus"] == metrics["corpus"]]
     pooled = metrics["pooled"]
+    from training.export import serving_defaults
+    from training.features import settings_from_dict
+
     metadata = {
         "labels": metrics["labels"],
+        "serving": serving_defaults(settings_from_dict(metrics["features"]),
+                                    [float(r["duration"]) for r in train_corpus]),
         "features": metrics["features"],
         "model": {"builder": metrics["model"], "args": config.get("model_args", {}),
                   "parameters": int(model.count_params())},

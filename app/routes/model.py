@@ -18,4 +18,4 @@ router = APIRouter(tags=["service"])
     responses={503: {"model": ErrorResponse, "description": "no model loaded"}},
 )
 def model_info(predictor: Predictor = Depends(get_predictor)) -> ModelInfo:
-    return ModelInfo(**predictor.model.metadata, path=str(predictor.model.path))
+    return ModelInfo(**{**predictor.model.metadata, "serving": predictor.model.serving}, path=str(predictor.model.path))

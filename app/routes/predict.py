@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from app.deps import get_predictor
 from app.errors import APIError
 from app.inference import AudioTooLongError, Predictor
-from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse
+from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse, TimelineSegment
 from training.audio import AudioDecodeError, AudioTooShortError
 
 router = APIRouter(tags=["prediction"])
@@ -23,7 +23,11 @@ def _error(description: str) -> dict:
     summary="Emotion probabilities for an audio clip",
     description="Upload one audio file as multipart/form-data in the field `file`. "
                 f"Accepted: {FORMATS}. The audio is converted exactly as in training (mono, resampled, the "
-                "model's feature settings; see GET /model) and the answer holds every label's probability.",
+                "model's feature settings; see GET /model) and the answer holds every label's probability.\n\n"
+                "Long audio is never cropped: up to the model's span (GET /model: serving.span_seconds) the clip "
+                "is analysed in one pass; longer audio is cut into overlapping windows and the overall answer is "
+                "their mean. Add `?timeline=true` to get each window's probabilities too (`window` and `hop` "
+                "in seconds choose the windows).",
     responses={
         400: _error("no file, or an empty file (code missing_file / empty_file)"),
         413: _error("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS"),
@@ -34,28 +38,40 @@ def _error(description: str) -> dict:
 )
 async def predict(
     file: UploadFile = File(..., description=f"the audio file: {FORMATS}"),
+    timeline: bool = Query(False, description="also return the probabilities of each window of the audio"),
+    window: float | None = Query(None, ge=0.5, le=60, description="timeline window length in seconds "
+                                 "(default: the model's serving.window_seconds)"),
+    hop: float | None = Query(None, ge=0.1, le=60, description="seconds between window starts "
+                              "(default: the model's serving.hop_seconds)"),
     predictor: Predictor = Depends(get_predictor),
 ) -> PredictResponse:
     name = file.filename or "upload"
+    if window is not None and hop is not None and hop > window:
+        raise APIError(422, "invalid_request", f"hop ({hop:g} s) must not exceed window ({window:g} s)")
     data = await file.read()
     if not data:
         raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
     try:
-        result = await predictor.predict(data, name)
+        result = await predictor.predict(data, name, timeline=timeline, window=window, hop=hop)
     except AudioTooShortError as exc:
         raise APIError(422, "audio_too_short", f"'{name}' is {exc}") from None
     except AudioTooLongError as exc:
         raise APIError(413, "audio_too_long", str(exc)) from None
     except AudioDecodeError as exc:
         raise APIError(415, "unsupported_audio", f"{exc}. Send {FORMATS}.") from None
-    probs = result.probabilities
-    top = int(probs.argmax())
     labels = predictor.labels
+
+    def scores(probs):
+        top = int(probs.argmax())
+        return {"emotion": labels[top], "probability": float(probs[top]),
+                "probabilities": {label: float(p) for label, p in zip(labels, probs)}}
+
     return PredictResponse(
-        emotion=labels[top],
-        probability=float(probs[top]),
-        probabilities={label: float(p) for label, p in zip(labels, probs)},
+        **scores(result.probabilities),
         audio=AudioSummary(duration=round(result.audio.duration, 4), sample_rate=result.audio.sample_rate,
                            channels=result.audio.channels, format=result.audio.format),
         model=ModelRef(name=predictor.model.name, version=predictor.model.version),
+        windows=result.windows,
+        timeline=None if result.timeline is None else [
+            TimelineSegment(start=s.start, end=s.end, **scores(s.probabilities)) for s in result.timeline],
     )

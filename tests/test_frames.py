@@ -1,0 +1,151 @@
+"""Frame features, augmentation, and the frame-sequence model: variable length, masking, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import BUNDLED, tone
+from training.audio import Audio, AudioTooShortError, read_audio
+from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
+from training.features import FEATURE_SETS, LogMelFrames, pad_batch, settings_from_dict, yin
+
+FRAMES = FEATURE_SETS["logmel"]
+RNG = np.random.default_rng
+
+
+# ------------------------------------------------------------------------------------------ features
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 9.0, 30.0])
+def test_every_frame_is_kept(seconds):
+    x = FRAMES.extract(Audio(tone(seconds, 16000)[:, 0], 16000, 1))
+    assert x.shape == (1 + int(seconds * 16000) // FRAMES.hop_length, FRAMES.n_mels * (1 + FRAMES.deltas)
+                       + 2 * FRAMES.pitch)
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+
+
+def test_frames_are_normalised_per_utterance_and_ignore_gain():
+    audio = read_audio(BUNDLED / "wav" / "03a01Wa.flac")
+    x = FRAMES.extract(audio)
+    logmel = x[:, : FRAMES.n_mels]
+    assert abs(logmel.mean()) < 1e-4 and logmel.std() == pytest.approx(1.0, abs=1e-3)
+    quieter = FRAMES.extract(Audio(audio.samples * 0.1, audio.sample_rate, 1))
+    np.testing.assert_allclose(quieter, x, atol=2e-3)
+    assert not np.all(x == 0, axis=1).any(), "a real frame is never all zeros (zeros mean padding)"
+
+
+def test_resampled_input_matches(make_audio, tmp_path):
+    a = FRAMES.extract(read_audio(make_audio(tmp_path / "a.wav", 2.0, 16000)))
+    b = FRAMES.extract(read_audio(make_audio(tmp_path / "b.wav", 2.0, 44100)))
+    assert a.shape == b.shape
+    # Same tone, different noise samples (the generator draws per sample): close, not identical.
+    assert np.corrcoef(a[:, :64].ravel(), b[:, :64].ravel())[0, 1] > 0.95
+    assert np.corrcoef(a[:, :24].ravel(), b[:, :24].ravel())[0, 1] > 0.98  # where the harmonics are
+
+
+def test_too_short():
+    with pytest.raises(AudioTooShortError):
+        FRAMES.extract(Audio(tone(0.1, 16000)[:, 0], 16000, 1))
+
+
+def test_settings_travel():
+    assert settings_from_dict(FRAMES.to_dict()) == FRAMES
+    assert LogMelFrames(pitch=not FRAMES.pitch).fingerprint() != FRAMES.fingerprint()
+
+
+@pytest.mark.parametrize("f0", [70.0, 110.0, 220.0, 400.0])
+def test_yin_finds_the_pitch_of_a_voiced_tone(f0):
+    sr = 8000
+    t = np.arange(sr) / sr
+    y = (np.sin(2 * np.pi * f0 * t) + 0.5 * np.sin(2 * np.pi * 2 * f0 * t) + 0.3 * np.sin(2 * np.pi * 3 * f0 * t))
+    est, periodicity = yin(y.astype(np.float32), sr, hop_length=80, frame_length=512)
+    assert np.median(est[5:-5]) == pytest.approx(f0, rel=0.01)
+    assert periodicity[5:-5].mean() > 0.95
+
+
+def test_yin_calls_noise_unvoiced():
+    noise = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    est, periodicity = yin(noise, 8000, hop_length=80, frame_length=512, threshold=0.4)
+    assert (est > 0).mean() < 0.05 and periodicity.mean() < 0.5
+
+
+# -------------------------------------------------------------------------------------- augmentation
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return FRAMES.extract(read_audio(BUNDLED / "wav" / "08a01Fd.flac"))
+
+
+def test_warp_frequency_moves_energy_along_the_mel_axis(frames):
+    n = FRAMES.n_mels
+    band = np.zeros_like(frames[:5])
+    band[:, 20] = 1.0
+    up = warp_frequency(band, RNG(1), n_mels=n, max_warp=0.2)
+    assert up.shape == band.shape and np.argmax(up[0, :n]) != 20 or np.allclose(up, band, atol=0.5)
+    assert warp_frequency(frames, RNG(0), n_mels=n, max_warp=0.0).tolist() == frames.tolist()
+
+
+def test_mask_frequency_blanks_the_same_band_in_every_group(frames):
+    out = mask_frequency(frames, RNG(3), n_mels=FRAMES.n_mels, masks=1, max_width=10)
+    blank = np.where(np.all(out[:, : FRAMES.n_mels] == 0, axis=0))[0]
+    assert len(blank) <= 10
+    for g in range(1, frames.shape[1] // FRAMES.n_mels):
+        assert np.all(out[:, g * FRAMES.n_mels + blank] == 0)
+
+
+def test_mask_time_drops_frames(frames):
+    out = mask_time(frames, RNG(5), masks=2, max_fraction=0.1)
+    dropped = np.all(out == 0, axis=1).sum()
+    assert 0 < dropped <= 2 * int(0.1 * len(frames)) + 1
+
+
+def test_scale_time_changes_the_length(frames):
+    lengths = {len(scale_time(frames, RNG(i), max_scale=0.2)) for i in range(10)}
+    assert min(lengths) >= int(0.8 * len(frames)) - 1 and max(lengths) <= int(1.2 * len(frames)) + 1
+    assert len(lengths) > 1
+
+
+def test_frame_augment_is_random_but_seeded(frames):
+    aug = FrameAugment.for_features(FRAMES)
+    a, b, c = aug(frames, RNG(7)), aug(frames, RNG(7)), aug(frames, RNG(8))
+    assert np.array_equal(a, b) and not (a.shape == c.shape and np.array_equal(a, c))
+    with pytest.raises(ValueError, match="frame features"):
+        FrameAugment.for_features(FEATURE_SETS["seed"])
+
+
+# -------------------------------------------------------------------------------------------- model
+
+
+@pytest.fixture(scope="module")
+def crnn():
+    from training.models import build_crnn
+
+    return build_crnn((None, FRAMES.extract(Audio(tone(1.0, 16000)[:, 0], 16000, 1)).shape[1]), 7)
+
+
+def _clip(seconds: float, seed: int = 0) -> np.ndarray:
+    return FRAMES.extract(Audio(tone(seconds, 16000, freq=150 + 40 * seed, seed=seed)[:, 0], 16000, 1))
+
+
+def test_padding_does_not_change_a_prediction(crnn):
+    short, long = _clip(1.0, 1), _clip(9.0, 2)
+    alone = np.asarray(crnn(short[None], training=False))[0]
+    batched = np.asarray(crnn(pad_batch([short, long]), training=False))
+    np.testing.assert_allclose(batched[0], alone, atol=1e-5)
+    np.testing.assert_allclose(batched[1], np.asarray(crnn(long[None], training=False))[0], atol=1e-5)
+
+
+def test_exported_frame_model_takes_any_length(crnn, tmp_path):
+    from training.export import ExportedModel, export_model
+
+    export_model(crnn, tmp_path, "frames", {"labels": list("abcdefg"), "features": FRAMES.to_dict()})
+    exported = ExportedModel.load(tmp_path / "frames")
+    one, ten = _clip(1.0, 3), _clip(10.0, 4)
+    for x in (one, ten):
+        np.testing.assert_allclose(exported.predict(x[None])[0], np.asarray(crnn(x[None], training=False))[0],
+                                   atol=1e-5)
+    both = exported.predict(pad_batch([one, ten]))
+    np.testing.assert_allclose(both[0], exported.predict(one[None])[0], atol=1e-5)
+    assert exported.metadata["input"]["shape"] == [None, None, one.shape[1]]
