@@ -111,3 +111,10 @@ def test_failed_files_are_reported_and_the_rest_extracted(tmp_path, bundled_file
     result = extract_features(files, SEED, cache=FeatureCache(tmp_path / "c"), progress=False)
     assert result.features[1] is None and result.features[0] is not None and result.features[2] is not None
     assert [s.path for s in result.failed] == [str(bad)] and "not decodable" in result.failed[0].reason
+
+
+def test_unwritable_cache_degrades_to_no_cache(tmp_path, bundled_files):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    result = extract_features([str(bundled_files[0])], SEED, cache=FeatureCache(blocker), progress=False)
+    assert result.computed == 1 and result.features[0].shape == (40, 1)

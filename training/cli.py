@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: the recipe's)")
     p.add_argument("--batch-size", default=S, type=int, help="batch size (default: the recipe's)")
     p.add_argument("--patience", default=S, type=int,
-                   help="stop after this many epochs without a better validation UAR (default: run all epochs; "
+                   help="stop after this many epochs without a better (smoothed) validation loss (default: run all epochs; "
                         "the best epoch is kept either way)")
     p.add_argument("--class-weight", default=S, action=argparse.BooleanOptionalAction,
                    help="weight classes by inverse frequency")

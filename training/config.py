@@ -16,11 +16,11 @@ DEFAULT_CORPUS = PROJECT_ROOT / "data" / "emodb"
 RECIPES: dict[str, dict[str, Any]] = {
     # The notebook this project grew from, exactly: mean MFCCs, LSTM over 40 coefficients, 100 x 512.
     "seed": {"features": "seed", "model": "seed", "epochs": 100, "batch_size": 512, "patience": None,
-             "class_weight": False, "augment": False, "lr_schedule": "constant"},
+             "class_weight": False, "augment": False, "lr_schedule": "constant", "average_weights": False},
     # Frames: log-mel + deltas + pitch, conv front-end, BiLSTM over time, attention; augmentation that
     # simulates other speakers; class weights; cosine learning-rate decay.
     "crnn": {"features": "logmel", "model": "crnn", "epochs": 60, "batch_size": 32, "patience": None,
-             "class_weight": True, "augment": True, "lr_schedule": "cosine"},
+             "class_weight": True, "augment": True, "lr_schedule": "cosine", "average_weights": True},
 }
 DEFAULT_RECIPE = "crnn"
 
@@ -44,10 +44,11 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     epochs: int = RECIPES[DEFAULT_RECIPE]["epochs"]
     batch_size: int = RECIPES[DEFAULT_RECIPE]["batch_size"]
-    patience: int | None = None  # stop after this many epochs without a better validation UAR
+    patience: int | None = None  # stop after this many epochs without a better smoothed validation loss
     class_weight: bool = RECIPES[DEFAULT_RECIPE]["class_weight"]
     augment: bool = RECIPES[DEFAULT_RECIPE]["augment"]
     lr_schedule: str = RECIPES[DEFAULT_RECIPE]["lr_schedule"]  # or "constant"
+    average_weights: bool = RECIPES[DEFAULT_RECIPE]["average_weights"]  # mean of the chosen window's weights
     seed: int = 0
     # final model on all data, for export
     final_fit: bool = True

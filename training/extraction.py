@@ -38,6 +38,7 @@ class FeatureCache:
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root) if root is not None else None
+        self._write_failed = False
 
     def _path(self, digest: str, settings: FeatureSet) -> Path:
         assert self.root is not None
@@ -56,11 +57,16 @@ class FeatureCache:
         if self.root is None:
             return
         path = self._path(digest, settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, features, allow_pickle=False)
-        os.replace(tmp, path)  # atomic: readers never see half a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.save(f, features, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: readers never see half a file
+        except OSError as exc:  # read-only or foreign-owned cache, full disk: go on without caching
+            if not self._write_failed:
+                log.warning("feature cache %s not writable (%s); continuing without caching", self.root, exc)
+                self._write_failed = True
 
 
 @dataclass

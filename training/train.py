@@ -106,17 +106,30 @@ class FitResult:
     seconds: float
 
 
-def _best_epoch_callback(val_features, val_y, patience):
+#: Epochs averaged when judging the validation loss: one validation speaker is a noisy judge, and on
+#: EMO-DB leave-one-speaker-out the smoothed loss chose better epochs than the raw loss or the
+#: validation UAR did (mean fold UAR 0.694 against 0.676 and 0.653, measured on one run's curves).
+SMOOTHING_EPOCHS = 5
+
+
+def _average(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [np.mean(np.stack(ws), axis=0).astype(ws[0].dtype) for ws in zip(*weight_sets)]
+
+
+def _best_epoch_callback(val_features, val_y, patience, average_weights=False):
     import keras
 
     class BestEpoch(keras.callbacks.Callback):
-        """Keep the weights of the epoch with the best validation UAR (ties: lower validation loss)."""
+        """Keep the weights of the epoch with the lowest validation loss averaged over the last
+        SMOOTHING_EPOCHS epochs (with ``average_weights``: the mean of those epochs' weights, as stochastic
+        weight averaging does); stop after ``patience`` epochs without a new best."""
 
         def __init__(self):
             super().__init__()
-            self.best = (-1.0, math.inf)
+            self.best = math.inf
             self.best_epoch = 0
             self.best_weights = None
+            self.recent: list[list[np.ndarray]] = []
             self.history: dict[str, list[float]] = {}
 
         def on_epoch_end(self, epoch, logs=None):
@@ -131,10 +144,13 @@ def _best_epoch_callback(val_features, val_y, patience):
             logs.update(val)
             for key, value in logs.items():
                 self.history.setdefault(key, []).append(float(value))
-            score = (val["val_uar"], val["val_loss"])
-            if score[0] > self.best[0] or (score[0] == self.best[0] and score[1] < self.best[1]):
-                self.best, self.best_epoch = score, epoch + 1
-                self.best_weights = self.model.get_weights()
+            smoothed = float(np.mean(self.history["val_loss"][-SMOOTHING_EPOCHS:]))
+            self.history.setdefault("val_loss_smoothed", []).append(smoothed)
+            if average_weights:
+                self.recent = [*self.recent[-(SMOOTHING_EPOCHS - 1):], self.model.get_weights()]
+            if smoothed < self.best:
+                self.best, self.best_epoch = smoothed, epoch + 1
+                self.best_weights = _average(self.recent) if average_weights else self.model.get_weights()
             elif patience is not None and epoch + 1 - self.best_epoch >= patience:
                 self.model.stop_training = True
 
@@ -143,6 +159,21 @@ def _best_epoch_callback(val_features, val_y, patience):
                 self.model.set_weights(self.best_weights)
 
     return BestEpoch()
+
+
+def _last_epochs_callback(n: int):
+    """Keeps the weights of the last ``n`` epochs (for averaging when there is no validation set)."""
+    import keras
+
+    class LastEpochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.recent: list[list[np.ndarray]] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.recent = [*self.recent[-(n - 1):], self.model.get_weights()]
+
+    return LastEpochs()
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -167,11 +198,14 @@ def fit_model(
     balance: bool = False,
     augment: Callable | None = None,
     lr_schedule: str = "constant",
+    average_weights: bool = False,
     verbose: int = 0,
 ) -> FitResult:
     """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs.
 
     ``lr_schedule="cosine"`` decays the optimizer's learning rate along a half cosine over ``epochs``.
+    ``average_weights``: the kept model is the mean of the weights of the chosen epoch and the
+    SMOOTHING_EPOCHS - 1 before it (without validation: of the last SMOOTHING_EPOCHS epochs).
     """
     import keras
 
@@ -181,8 +215,11 @@ def fit_model(
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
     batches = _make_batches(x, onehot, weights, batch_size, seed, augment)
-    best = _best_epoch_callback(val[0], val[1], patience) if val is not None else None
+    best = _best_epoch_callback(val[0], val[1], patience, average_weights) if val is not None else None
     callbacks = [best] if best is not None else []
+    last = _last_epochs_callback(SMOOTHING_EPOCHS) if val is None and average_weights else None
+    if last is not None:
+        callbacks.append(last)
     if lr_schedule == "cosine":
         base = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         callbacks.append(keras.callbacks.LearningRateScheduler(
@@ -192,6 +229,8 @@ def fit_model(
     start = time.perf_counter()
     keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
+    if last is not None:
+        model.set_weights(_average(last.recent))
     if best is not None:
         history, best_epoch = best.history, best.best_epoch
     else:
@@ -379,6 +418,7 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, y, n_classes, augment) -
         ([features[i] for i in fold.val], y[fold.val]),
         n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
         patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights,
     )
 
 
@@ -393,6 +433,7 @@ def _final_fit(cfg, plan: Plan, build, features, y, labels, augment, best_epochs
         build, ([features[i] for i in train_idx], y[train_idx]), None,
         n_classes=len(labels), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 999,
         balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights,
     )
     log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
              len(train_idx), epochs, result.seconds)
