@@ -61,38 +61,37 @@ def predict_proba(model, features: list[np.ndarray], batch_size: int = 64) -> np
 
 
 def _make_batches(features, onehot, weights, batch_size, seed, augment):
-    import keras
+    """Training batches as a tf.data pipeline: reshuffled every epoch, items of similar length share a batch
+    (sorted by length inside windows of 8 batches: little padding, still random batch composition), optional
+    augmentation per item.
 
-    class Batches(keras.utils.PyDataset):
-        """Shuffled each epoch; items of similar length share a batch; optional augmentation per item."""
+    The signature is declared with a free time axis: letting Keras infer it from the first batches (as it
+    does for a PyDataset) fixes the time axis whenever those happen to have the same padded length.
+    """
+    import tensorflow as tf
 
-        def __init__(self):
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.lengths = np.array([f.shape[0] for f in features])
-            self._shuffle()
+    rng = np.random.default_rng(seed)
+    lengths = np.array([f.shape[0] for f in features])
+    onehot = np.asarray(onehot, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
 
-        def _shuffle(self):
-            order = self.rng.permutation(len(features))
-            # Sort by length inside windows of 8 batches: little padding, still random batch composition.
-            window = batch_size * 8
-            chunks = [order[i: i + window] for i in range(0, len(order), window)]
-            order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in chunks])
-            self.batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-            self.rng.shuffle(self.batches)
+    def epoch():
+        order = rng.permutation(len(features))
+        window = batch_size * 8
+        chunks = [order[i: i + window] for i in range(0, len(order), window)]
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        for idx in batches:
+            items = [augment(features[j], rng) if augment else features[j] for j in idx]
+            yield pad_batch(items).astype(np.float32), onehot[idx], weights[idx]
 
-        def __len__(self):
-            return len(self.batches)
-
-        def __getitem__(self, i):
-            idx = self.batches[i]
-            items = [augment(features[j], self.rng) if augment else features[j] for j in idx]
-            return pad_batch(items), onehot[idx], weights[idx]
-
-        def on_epoch_end(self):
-            self._shuffle()
-
-    return Batches()
+    signature = (tf.TensorSpec((None, None, features[0].shape[1]), tf.float32),
+                 tf.TensorSpec((None, onehot.shape[1]), tf.float32),
+                 tf.TensorSpec((None,), tf.float32))
+    n_batches = -(-len(features) // batch_size)
+    return (tf.data.Dataset.from_generator(epoch, output_signature=signature)
+            .apply(tf.data.experimental.assert_cardinality(n_batches)))
 
 
 # ------------------------------------------------------------------------------------------ fitting
@@ -227,7 +226,7 @@ def fit_model(
     elif lr_schedule != "constant":
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
     start = time.perf_counter()
-    keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     seconds = time.perf_counter() - start
     if last is not None:
         model.set_weights(_average(last.recent))
