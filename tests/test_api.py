@@ -18,7 +18,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.inference import BatchingRunner, Predictor
+from app.inference import BatchingRunner, Predictor, plan_windows
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, tone
 from training.export import ExportedModel, resolve_model_dir
@@ -271,8 +271,6 @@ def test_uvicorn_process_over_real_http():
 
 
 def test_plan_windows_cover_the_audio():
-    from app.inference import plan_windows
-
     assert plan_windows(2.0, 3.0, 1.5) == [(0.0, 2.0)]
     assert plan_windows(6.0, 3.0, 1.5) == [(0.0, 3.0), (1.5, 4.5), (3.0, 6.0)]
     windows = plan_windows(10.2, 3.0, 1.5)
@@ -324,3 +322,16 @@ def test_timeline_window_and_hop_are_validated(client):
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
     r = client.post("/predict?window=0.1", files={"file": ("a.wav", data, "audio/wav")})
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("seconds", [1.0, 10.0])
+def test_one_and_ten_seconds_of_speech(client, served, seconds):
+    r = client.post("/predict", files={"file": ("speech.wav", long_recording(seconds), "audio/wav")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["audio"]["duration"] == pytest.approx(seconds)
+    assert list(body["probabilities"]) == served.labels
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["windows"] == (1 if seconds <= served.serving["span_seconds"] else
+                               len(plan_windows(seconds, served.serving["window_seconds"],
+                                                served.serving["hop_seconds"])))
