@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from training.config import RECIPES, TrainConfig  # noqa: E402
 from training.corpora import load_corpus  # noqa: E402
-from training.extraction import extract_features  # noqa: E402
+from training.extraction import FeatureCache, extract_features  # noqa: E402
 from training.train import resolve_features, run_training  # noqa: E402
 
 TASKS = {
@@ -58,7 +61,7 @@ def run(args) -> dict:
     shared = Path(args.shared)
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="ser-bench-"))
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "feature_seconds_per_audio_hour": {}, "runs": []}
+               "jobs": args.jobs, "feature_seconds_per_audio_hour": {}, "runs": [], "failed": []}
     corpora = sorted({TASKS[t]["corpus"] for t in args.tasks})
     for recipe in args.recipes:
         feature_name = (args.override or {}).get("features", RECIPES[recipe]["features"])
@@ -68,30 +71,69 @@ def run(args) -> dict:
                                                                                             feature_name)
             print(f"[features] {key}: {results['feature_seconds_per_audio_hour'][key]:.1f} s per audio hour",
                   flush=True)
-        for task in args.tasks:
-            spec = TASKS[task]
-            for seed in args.seeds:
-                cfg = TrainConfig.from_recipe(
-                    recipe, data=str(shared / spec["corpus"]), protocol=spec["protocol"],
-                    test_speakers=spec.get("test_speakers"), seed=seed, final_fit=False,
-                    runs_dir=str(runs_dir), cache_dir=args.cache_dir, progress=False, **(args.override or {}),
-                )
-                start = time.perf_counter()
-                m = run_training(cfg).metrics
-                wall = time.perf_counter() - start
-                p = m["pooled"]
-                row = {
-                    "recipe": recipe, "task": task, "corpus": m["corpus"], "protocol": m["protocol"],
-                    "speaker_independent": m["speaker_independent"], "seed": seed, "folds": len(m["folds"]),
-                    "accuracy": p["accuracy"], "uar": p["uar"], "macro_f1": p["macro_f1"],
-                    "per_class_recall": {k: v["recall"] for k, v in p["per_class"].items()},
-                    "train_seconds": m["timing"]["train_seconds"], "wall_seconds": round(wall, 1),
-                    "best_epochs": [f["best_epoch"] for f in m["folds"]],
-                }
-                results["runs"].append(row)
-                print(f"[run] {recipe} {task} seed {seed}: accuracy {row['accuracy']:.3f} UAR {row['uar']:.3f} "
-                      f"macro-F1 {row['macro_f1']:.3f} train {row['train_seconds']:.0f} s", flush=True)
+            # Fill the cache here, on all cores, so the training runs below only read it.
+            extract_features([u.path for u in load_corpus(shared / corpus).utterances],
+                             resolve_features(feature_name), cache=FeatureCache(args.cache_dir), progress=False)
+    if args.features_only:
+        return results
+    specs = [
+        {"recipe": recipe, "task": task, "seed": seed, "data": str(shared / TASKS[task]["corpus"]),
+         "runs_dir": str(runs_dir), "cache_dir": args.cache_dir, "override": args.override or {}}
+        for recipe in args.recipes for task in args.tasks for seed in args.seeds
+    ]
+    if args.jobs > 1:
+        # One training run per process: the models are small, so on a few cores independent runs side by side
+        # get more done than one run with all threads.
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, spec): i for i, spec in enumerate(specs)}
+            rows = [None] * len(specs)
+            for future in as_completed(futures):
+                rows[futures[future]] = _report(future.result())
+    else:
+        rows = [_report(run_one(spec)) for spec in specs]
+    results["runs"] = [r for r in rows if "error" not in r]
+    results["failed"] = [r for r in rows if "error" in r]
     return results
+
+
+def run_one(spec: dict) -> dict:
+    """Train and evaluate one recipe on one task with one seed; the row of the results table (or, when the
+    run failed, the error, so one failure does not lose the other runs)."""
+    try:
+        return _run_one(spec)
+    except Exception:
+        return {**{k: spec[k] for k in ("recipe", "task", "seed")}, "error": traceback.format_exc()}
+
+
+def _run_one(spec: dict) -> dict:
+    task = TASKS[spec["task"]]
+    cfg = TrainConfig.from_recipe(
+        spec["recipe"], data=spec["data"], protocol=task["protocol"], test_speakers=task.get("test_speakers"),
+        seed=spec["seed"], final_fit=False, runs_dir=spec["runs_dir"], cache_dir=spec["cache_dir"],
+        progress=False, jobs=1, **spec["override"],
+    )
+    started = time.time()
+    m = run_training(cfg).metrics
+    ended = time.time()
+    p = m["pooled"]
+    return {
+        "recipe": spec["recipe"], "task": spec["task"], "corpus": m["corpus"], "protocol": m["protocol"],
+        "speaker_independent": m["speaker_independent"], "seed": spec["seed"], "folds": len(m["folds"]),
+        "accuracy": p["accuracy"], "uar": p["uar"], "macro_f1": p["macro_f1"],
+        "per_class_recall": {k: v["recall"] for k, v in p["per_class"].items()},
+        "train_seconds": m["timing"]["train_seconds"], "wall_seconds": round(ended - started, 1),
+        "started": started, "ended": ended, "best_epochs": [f["best_epoch"] for f in m["folds"]],
+    }
+
+
+def _report(row: dict) -> dict:
+    if "error" in row:
+        print(f"[run] {row['recipe']} {row['task']} seed {row['seed']}: FAILED\n{row['error']}", flush=True)
+        return row
+    print(f"[run] {row['recipe']} {row['task']} seed {row['seed']}: accuracy {row['accuracy']:.3f} "
+          f"UAR {row['uar']:.3f} macro-F1 {row['macro_f1']:.3f} train {row['train_seconds']:.0f} s "
+          f"(wall {row['wall_seconds']:.0f} s)", flush=True)
+    return row
 
 
 def machine() -> dict:
@@ -103,7 +145,7 @@ def machine() -> dict:
 
 def table(results: dict) -> str:
     """Mean (and spread over seeds when there are several) per recipe and task."""
-    lines = ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s (per seed) | wall s (all seeds) "
+    lines = ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s (per seed) | elapsed s (all seeds) "
              "| features s / audio h |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -120,6 +162,7 @@ def table(results: dict) -> str:
                 {**rows[0], "task": "tess-speaker", **{k: float(np.mean([x[k] for x in rows]))
                                                         for k in ("accuracy", "uar", "macro_f1", "train_seconds",
                                                                   "wall_seconds")},
+                 "started": min(x["started"] for x in rows), "ended": max(x["ended"] for x in rows),
                  "per_class_recall": {c: float(np.mean([x["per_class_recall"][c] for x in rows]))
                                       for c in rows[0]["per_class_recall"]}}
                 for rows in by_seed.values() if len(rows) == 2]
@@ -128,6 +171,8 @@ def table(results: dict) -> str:
         values = np.asarray(values, dtype=float)
         return f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
 
+    order = ["tess-random", "tess-oaf-yaf", "tess-yaf-oaf", "tess-speaker (mean of both directions)", "emodb-loso"]
+    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "seed", kv[0][0], order.index(kv[0][1]))))
     for (recipe, task), rows in groups.items():
         protocol = rows[0]["protocol"] + ("" if rows[0]["speaker_independent"] else " (speaker-dependent)")
         fps = results["feature_seconds_per_audio_hour"].get(f"{recipe}/{rows[0]['corpus']}", float("nan"))
@@ -135,7 +180,7 @@ def table(results: dict) -> str:
             f"| {recipe} | {task} | {protocol} | {','.join(str(r['seed']) for r in rows)} "
             f"| {fmt([r['accuracy'] for r in rows])} | {fmt([r['uar'] for r in rows])} "
             f"| {fmt([r['macro_f1'] for r in rows])} | {np.mean([r['train_seconds'] for r in rows]):.0f} "
-            f"| {sum(r['wall_seconds'] for r in rows):.0f} | {fps:.1f} |"
+            f"| {max(r['ended'] for r in rows) - min(r['started'] for r in rows):.0f} | {fps:.1f} |"
         )
     lines += ["", "Per-class recall (mean over seeds):", "",
               "| recipe | task | " + " | ".join(_labels(results)) + " |",
@@ -147,6 +192,11 @@ def table(results: dict) -> str:
             cells.append(f"{np.mean(values):.2f}" if values else "-")
         lines.append(f"| {recipe} | {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def features_table(results: dict) -> str:
+    return "\n".join(["| recipe/corpus | features s / audio h |", "|---|---|"] + [
+        f"| {key} | {value:.1f} |" for key, value in results["feature_seconds_per_audio_hour"].items()])
 
 
 def _labels(results: dict) -> list[str]:
@@ -162,6 +212,10 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--override", type=json.loads, default=None,
                         help='JSON of TrainConfig fields to override in every run, e.g. \'{"epochs": 30}\'')
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="training runs side by side, one process each (default: 2, or 1 on one core)")
+    parser.add_argument("--features-only", action="store_true",
+                        help="only measure the feature extraction time (no training)")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
     parser.add_argument("--runs-dir", default=None, help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
@@ -178,13 +232,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     (out / f"accuracy-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results)
+    text = table(results) if results["runs"] else features_table(results)
     (out / f"accuracy-{stamp}.md").write_text(text + "\n")
     print()
     print(text)
+    for r in results["failed"]:
+        print(f"FAILED: {r['recipe']} {r['task']} seed {r['seed']} (traceback above and in the JSON)")
     print(f"\nwhole benchmark: {results['wall_seconds']:.0f} s on {results['machine']['cpu_count']} cores; "
           f"results in {out}/accuracy-{stamp}.json")
-    return 0
+    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":

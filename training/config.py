@@ -17,7 +17,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The notebook this project grew from, exactly: mean MFCCs, LSTM over 40 coefficients, 100 x 512.
     "seed": {"features": "seed", "model": "seed", "epochs": 100, "batch_size": 512, "patience": None,
              "class_weight": False, "augment": False, "lr_schedule": "constant", "average_weights": False},
-    # Frames: log-mel + deltas + pitch, conv front-end, BiLSTM over time, attention; augmentation that
+    # Frames: log-mel + pitch (YIN), conv front-end, BiLSTM over time, attention; augmentation that
     # simulates other speakers; class weights; cosine learning-rate decay.
     "crnn": {"features": "logmel", "model": "crnn", "epochs": 60, "batch_size": 32, "patience": None,
              "class_weight": True, "augment": True, "lr_schedule": "cosine", "average_weights": True},
