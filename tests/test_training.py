@@ -161,3 +161,15 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f}")
     assert val_uar > chance + 0.2, history["val_uar"]
     assert fold["metrics"]["uar"] > chance + 0.2, fold["metrics"]
+
+
+def test_flags_override_the_recipe():
+    from training.cli import _train_config, build_parser
+
+    default = _train_config(build_parser().parse_args(["train"]))
+    assert (default.recipe, default.features, default.average_weights, default.augment) == ("crnn", "logmel", True, True)
+    seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
+    assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
+    flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]
+    cfg = _train_config(build_parser().parse_args(flags))
+    assert (cfg.average_weights, cfg.augment, cfg.lr_schedule, cfg.epochs) == (False, False, "constant", 7)
