@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import BUNDLED, tone
 from training.audio import Audio, AudioTooShortError, read_audio
-from training.augment import FrameAugment, crop_time, mask_frequency, mask_time, scale_time, warp_frequency
+from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
 from training.features import FEATURE_SETS, LogMelFrames, pad_batch, settings_from_dict, yin
 
 FRAMES = FEATURE_SETS["logmel"]
@@ -112,15 +112,6 @@ def test_scale_time_changes_the_length(frames):
     lengths = {len(scale_time(frames, RNG(i), max_scale=0.2)) for i in range(10)}
     assert min(lengths) >= int(0.8 * len(frames)) - 1 and max(lengths) <= int(1.2 * len(frames)) + 1
     assert len(lengths) > 1
-
-
-def test_crop_time_keeps_a_contiguous_stretch(frames):
-    out = crop_time(frames, RNG(2), min_fraction=0.6, min_frames=50)
-    assert int(0.6 * len(frames)) - 1 <= len(out) <= len(frames)
-    start = next(i for i in range(len(frames)) if np.array_equal(frames[i], out[0]))
-    np.testing.assert_array_equal(frames[start: start + len(out)], out)
-    short = frames[:40]
-    assert len(crop_time(short, RNG(0), min_fraction=0.5, min_frames=100)) == 40, "never shorter than min_frames"
 
 
 def test_frame_augment_is_random_but_seeded(frames):

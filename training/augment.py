@@ -9,7 +9,6 @@ to training items only: validation and test items are never augmented.
 - :func:`mask_frequency`: blank random bands (SpecAugment): robustness to channel colouring and noise.
 - :func:`mask_time`: drop random stretches of frames (SpecAugment): robustness to pauses and dropouts.
 - :func:`scale_time`: play the utterance faster or slower (tempo), by resampling frames.
-- :func:`crop_time`: a random stretch of the utterance (many training items out of one).
 """
 
 from __future__ import annotations
@@ -69,15 +68,6 @@ def scale_time(x: np.ndarray, rng: np.random.Generator, *, max_scale: float) -> 
     return x[lo] * (1 - frac) + x[hi] * frac
 
 
-def crop_time(x: np.ndarray, rng: np.random.Generator, *, min_fraction: float, min_frames: int = 100
-              ) -> np.ndarray:
-    """A random contiguous stretch of ``[min_fraction, 1]`` of the frames (never under ``min_frames``)."""
-    n = x.shape[0]
-    length = min(n, max(min_frames, int(round(n * rng.uniform(min_fraction, 1.0)))))
-    start = int(rng.integers(0, n - length + 1))
-    return x[start: start + length]
-
-
 @dataclass(frozen=True)
 class FrameAugment:
     """The chain used by ``--augment``; every step can be switched off by setting its strength to 0."""
@@ -89,7 +79,6 @@ class FrameAugment:
     freq_width: int = 8
     time_masks: int = 2
     time_fraction: float = 0.05
-    crop: float = 0.0  # keep a random stretch of at least this fraction of the frames (0: no cropping)
 
     @classmethod
     def for_features(cls, features: FeatureSet, **overrides) -> "FrameAugment":
@@ -98,8 +87,6 @@ class FrameAugment:
         return cls(n_mels=features.n_mels, **overrides)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.crop:
-            x = crop_time(x, rng, min_fraction=self.crop)
         if self.max_warp:
             x = warp_frequency(x, rng, n_mels=self.n_mels, max_warp=self.max_warp)
         if self.max_time_scale:

@@ -213,15 +213,12 @@ class LogMelFrames(FeatureSet):
     n_mels: int = 64
     fmin: float = 50.0
     fmax: float = 8000.0
-    #: 0: log-mel only (the default: on EMO-DB leave-one-speaker-out the model learned its own time
-    #: derivatives better, UAR 0.754 against 0.720 with deltas); 1: + delta; 2: + delta-delta.
+    #: 0: log-mel only (the default: on EMO-DB leave-one-speaker-out the model learns its own time
+    #: derivatives better; see benchmarks/README.md); 1: + delta; 2: + delta-delta.
     deltas: int = 0
     delta_width: int = 9
-    #: "mean": subtract the utterance's mean log energy (the recording's gain, exactly), keep everything
-    #: else: spectral tilt, dynamic range, deltas as they are; fixed scales bring values near unit range.
-    #: "utterance": one mean and one standard deviation per feature group over the whole utterance
-    #: (also removes the dynamic range). "bin": every dimension to zero mean and unit variance (also
-    #: removes the spectral tilt).
+    #: "utterance" (the only one): each feature group (log-mel, each delta order) to zero mean and unit
+    #: variance over the whole utterance; recorded in the metadata so a model says how it was fed.
     normalize: str = "utterance"
     #: Add two pitch columns (YIN at 8 kHz): F0 in semitones relative to the utterance's median voiced F0
     #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
@@ -229,7 +226,7 @@ class LogMelFrames(FeatureSet):
     min_seconds: float = 0.25
 
     def waveform(self, audio: Audio) -> np.ndarray:
-        """Mono float32 at ``sample_rate``: what :meth:`frames` reads (and what augmentation perturbs)."""
+        """Mono float32 at ``sample_rate``: what :meth:`frames` reads."""
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")
         return resample(np.ascontiguousarray(to_mono(audio.samples)), audio.sample_rate, self.sample_rate)
 
@@ -247,17 +244,9 @@ class LogMelFrames(FeatureSet):
                 parts.append(librosa.feature.delta(logmel, width=self.delta_width, order=order))
         elif self.deltas:  # too few frames for the delta window: zero deltas keep the shape
             parts += [np.zeros_like(logmel)] * self.deltas
-        if self.normalize == "mean":
-            # Typical spreads on speech: centred log-mel ~4, deltas ~0.6 (measured on EMO-DB).
-            parts = [(parts[0] - parts[0].mean()) / 4.0] + [d / 0.6 for d in parts[1:]]
-            feats = np.concatenate(parts, axis=0).T
-        elif self.normalize == "bin":
-            feats = np.concatenate(parts, axis=0).T
-            feats = (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-5)
-        elif self.normalize == "utterance":
-            feats = np.concatenate([(p - p.mean()) / (p.std() + 1e-5) for p in parts], axis=0).T
-        else:
-            raise ValueError(f"normalize must be 'mean', 'utterance' or 'bin', not {self.normalize!r}")
+        if self.normalize != "utterance":
+            raise ValueError(f"normalize must be 'utterance', not {self.normalize!r}")
+        feats = np.concatenate([(p - p.mean()) / (p.std() + 1e-5) for p in parts], axis=0).T
         if self.pitch:
             feats = np.concatenate([feats, self._pitch(y, feats.shape[0])], axis=1)
         return feats.astype(np.float32)
