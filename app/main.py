@@ -22,6 +22,7 @@ from app.config import Settings  # noqa: E402
 from app.errors import BodySizeLimit, install_error_handlers  # noqa: E402
 from app.inference import Predictor  # noqa: E402
 from app.routes import health, model, predict  # noqa: E402
+from training.runtime import retain_freed_memory  # noqa: E402
 
 log = logging.getLogger("app")
 
@@ -51,6 +52,9 @@ def _configure_logging(level: str) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     _configure_logging(settings.log_level)
+    # Freed feature buffers stay in the process for the next request instead of being page-faulted back
+    # in: 1.7x faster features per clip (see training/runtime.py).
+    retain_freed_memory()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

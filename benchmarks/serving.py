@@ -68,6 +68,9 @@ def in_process(model_path: str, clips, iterations: int) -> dict:
 
     from app.inference import Predictor
     from training.export import ExportedModel, resolve_model_dir
+    from training.runtime import retain_freed_memory
+
+    retain_freed_memory()  # as the service process does (app/main.py)
 
     exported = ExportedModel.load(model_path)
     predictor = Predictor(exported, threads=1, max_batch=1, max_audio_seconds=600)

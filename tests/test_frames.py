@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import BUNDLED, tone
 from training.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
-from training.features import FEATURE_SETS, LogMelFrames, pad_batch, settings_from_dict, yin
+from training.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
 
 FRAMES = FEATURE_SETS["logmel"]
 RNG = np.random.default_rng
@@ -62,6 +62,47 @@ def test_yin_finds_the_pitch_of_a_voiced_tone(f0):
     est, periodicity = yin(y.astype(np.float32), sr, hop_length=80, frame_length=512)
     assert np.median(est[5:-5]) == pytest.approx(f0, rel=0.01)
     assert periodicity[5:-5].mean() > 0.95
+
+
+@pytest.mark.parametrize("samples", [100, 159, 160, 161, 4001, "clip"])
+@pytest.mark.parametrize("n_fft,hop,win", [(512, 160, 400), (1024, 256, 1024), (400, 100, 301)])
+def test_power_spectrogram_is_librosas(samples, n_fft, hop, win):
+    import librosa
+
+    if samples == "clip":
+        y = FRAMES.waveform(read_audio(BUNDLED / "wav" / "03a01Wa.flac"))
+    else:
+        y = RNG(samples).standard_normal(samples).astype(np.float32)
+    want = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win, center=True)) ** 2
+    got = power_spectrogram(y, n_fft=n_fft, hop_length=hop, win_length=win)
+    assert got.shape == want.T.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want.T, rtol=1e-3, atol=1e-5 * want.max())
+
+
+def test_yin_difference_function_is_the_definition():
+    """The fast difference function (FFT correlation, running energies) against YIN's definition computed
+    directly: each frame's periodicity is 1 minus a value of the directly computed cumulative mean
+    normalised difference, and never below that function's minimum (no wrap-around, no lag off by one)."""
+    sr, frame_length, hop = 8000, 320, 80
+    y = FRAMES.waveform(read_audio(BUNDLED / "wav" / "03a01Wa.flac"))[::2].astype(np.float32)  # ~8 kHz
+    f0, periodicity = yin(y, sr, hop_length=hop, frame_length=frame_length, threshold=0.4)
+    min_lag, max_lag = sr // 500, int(np.ceil(sr / 60.0))
+    window_len = frame_length - max_lag
+    padded = np.pad(y.astype(np.float64), frame_length // 2)
+    checked = 0
+    for i in range(0, len(f0), 7):
+        x = padded[i * hop: i * hop + frame_length]
+        if len(x) < frame_length or not x.any():
+            continue
+        d = np.array([np.sum((x[:window_len] - x[tau: tau + window_len]) ** 2) for tau in range(max_lag + 1)])
+        cmnd = d[1:] / np.maximum(np.cumsum(d[1:]) / np.arange(1, max_lag + 1), 1e-12)
+        search = cmnd[min_lag - 1: max_lag - 1]
+        chosen = 1.0 - periodicity[i]
+        if periodicity[i] > 0:
+            assert np.abs(search - chosen).min() < 2e-3, i
+        assert chosen >= min(search.min(), 1.0) - 2e-3, i  # periodicity is clipped to [0, 1]
+        checked += 1
+    assert checked > 20 and (f0 > 0).mean() > 0.3
 
 
 def test_yin_calls_noise_unvoiced():

@@ -21,6 +21,7 @@ import numpy as np
 from training.audio import AudioError, read_audio
 from training.corpora.manifest import Skipped
 from training.features import FeatureSet
+from training.runtime import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,12 @@ def _worker(path: str, settings: FeatureSet) -> tuple[np.ndarray | None, str | N
         return None, str(exc).removeprefix(f"{path}: ")
 
 
-def _limit_threads() -> None:
+def _init_worker() -> None:
     # One process per core already; BLAS threads inside each would only fight over the same cores.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    retain_freed_memory()
 
 
 def extract_features(
@@ -109,6 +111,7 @@ def extract_features(
 ) -> Extracted:
     """Features of every file in ``paths``; files that cannot be decoded or analysed are reported, not fatal."""
     cache = cache or FeatureCache(None)
+    retain_freed_memory()  # for the files extracted in this process (see training/runtime.py)
     start = time.perf_counter()
     result = Extracted(features=[None] * len(paths))
     digests = [file_digest(p) for p in paths] if cache.root is not None else [""] * len(paths)
@@ -141,7 +144,7 @@ def extract_features(
         # spawn, not fork: the parent may already hold TensorFlow's threads, which fork does not survive.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx,
-                                 initializer=_limit_threads) as pool:
+                                 initializer=_init_worker) as pool:
             futures = {pool.submit(_worker, paths[i], settings): i for i in todo}
             for future in as_completed(futures):
                 done(futures[future], *future.result())

@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 import librosa
 import numpy as np
 import scipy.fft
+import scipy.signal
 
 from training.audio import Audio, AudioTooShortError, to_mono
 
 #: Bump when the computation behind a feature kind changes without its settings changing;
 #: it is part of every cache key, so stale cached features are never reused.
-FEATURE_CODE_VERSION = 3
+FEATURE_CODE_VERSION = 4
 
 #: Resampler used everywhere (librosa.load's default), so training and service agree sample for sample.
 RESAMPLER = "soxr_hq"
@@ -70,6 +71,32 @@ def mfcc(y: np.ndarray, sample_rate: int, n_mfcc: int, *, n_fft: int = 2048, hop
     return librosa.get_fftlib().dct(librosa.power_to_db(mel), axis=-2, type=2, norm="ortho")[..., :n_mfcc, :]
 
 
+@functools.lru_cache(maxsize=8)
+def _hann(win_length: int) -> np.ndarray:
+    window = scipy.signal.get_window("hann", win_length, fftbins=True).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int, win_length: int) -> np.ndarray:
+    """``np.abs(librosa.stft(y, n_fft, hop_length, win_length, center=True)) ** 2`` transposed:
+    shape ``(frames, 1 + n_fft // 2)``, float32, equal to librosa's up to float rounding (tested).
+
+    librosa centres a Hann window of ``win_length`` in ``n_fft`` samples; the zeros around it only shift
+    the frame in time, which changes the phase of the spectrum and not its magnitude, so each frame here
+    is the window's ``win_length`` samples alone, zero-padded to ``n_fft`` at the end. Framing is a
+    strided view and the FFT one batched float32 call: 0.23 ms for a 3 s clip against librosa's 0.64 ms,
+    which was over a quarter of the service's feature time per request.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    offset = (n_fft - win_length) // 2
+    padded = np.pad(y, n_fft // 2)  # center=True, pad_mode="constant", as librosa
+    n_frames = 1 + len(y) // hop_length
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[offset::hop_length][:n_frames]
+    spectrum = scipy.fft.rfft(frames * _hann(win_length), n_fft, axis=1)
+    return spectrum.real ** 2 + spectrum.imag ** 2
+
+
 def yin(y: np.ndarray, sample_rate: int, *, hop_length: int, frame_length: int, fmin: float = 60.0,
         fmax: float = 500.0, threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """YIN (de Cheveigne & Kawahara 2002) per frame: ``(f0_hz, periodicity)``; f0 is 0 where unvoiced.
@@ -78,28 +105,32 @@ def yin(y: np.ndarray, sample_rate: int, *, hop_length: int, frame_length: int, 
     1 minus the cumulative mean normalised difference at the chosen lag (1 = perfectly periodic).
     """
     min_lag, max_lag = int(sample_rate // fmax), int(np.ceil(sample_rate / fmin))
+    y = np.asarray(y, dtype=np.float32)
     padded = np.pad(y, frame_length // 2)
     if len(padded) < frame_length:
         padded = np.pad(padded, (0, frame_length - len(padded)))
-    frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop_length).T  # (n, frame_length)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]  # (n, frame_length)
     window_len = frame_length - max_lag
     if window_len < max_lag:
         raise ValueError(f"frame_length {frame_length} too short for fmin {fmin} Hz at {sample_rate} Hz")
-    n_fft = 1 << int(np.ceil(np.log2(frame_length + window_len)))  # no circular wrap for lags <= max_lag
-    # Cross term sum_j x[j] x[j + tau] over the integration window j < window_len, for every lag at once
-    # (scipy.fft keeps float32; numpy's would compute in float64, several times slower here).
-    acf = scipy.fft.irfft(scipy.fft.rfft(frames, n_fft, axis=1)
-                          * np.conj(scipy.fft.rfft(frames[:, :window_len], n_fft, axis=1)),
-                          n_fft, axis=1)[:, : max_lag + 1]
-    # Energies of every window and lag from one running sum over the signal.
+    # Cross term sum_j x[j] x[j + tau] over the integration window j < window_len, for every lag at once,
+    # as a circular correlation of each frame with its first window_len samples: with the window
+    # zero-padded to the frame's length, j + tau < frame_length for every lag <= max_lag, so nothing wraps
+    # and the frame length itself is a large enough FFT. (scipy.fft keeps float32; numpy's would compute
+    # in float64, several times slower here.)
+    spectrum = scipy.fft.rfft(frames, axis=1)
+    acf = scipy.fft.irfft(spectrum * np.conj(scipy.fft.rfft(frames[:, :window_len], frame_length, axis=1)),
+                          frame_length, axis=1)[:, : max_lag + 1]
+    # Energy of the window starting at every sample, from one running sum; every frame's lagged windows
+    # are a strided view of it.
     running = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
+    energy = (running[window_len:] - running[:-window_len]).astype(np.float32)
     starts = np.arange(frames.shape[0]) * hop_length
-    e0 = (running[starts + window_len] - running[starts]).astype(np.float32)
-    lagged = starts[:, None] + np.arange(max_lag + 1)[None, :]
-    e_tau = (running[lagged + window_len] - running[lagged]).astype(np.float32)
-    diff = np.maximum(e0[:, None] + e_tau - 2 * acf, 0.0)
+    e_tau = np.lib.stride_tricks.sliding_window_view(energy, max_lag + 1)[starts]  # (n, max_lag + 1)
+    diff = np.maximum(e_tau[:, :1] + e_tau - 2 * acf, 0.0)
     diff[:, 0] = 0.0
-    cumulative = np.cumsum(diff[:, 1:], axis=1) / np.arange(1, max_lag + 1)
+    cumulative = np.cumsum(diff[:, 1:], axis=1)
+    cumulative /= np.arange(1, max_lag + 1, dtype=np.float32)
     cmnd = np.ones_like(diff)
     cmnd[:, 1:] = diff[:, 1:] / np.maximum(cumulative, 1e-12)
     search = cmnd[:, min_lag:max_lag]
@@ -232,10 +263,8 @@ class LogMelFrames(FeatureSet):
 
     def frames(self, y: np.ndarray) -> np.ndarray:
         """``(frames, dims)`` features of a mono signal at ``sample_rate``."""
-        spec = np.abs(librosa.stft(y, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-                                   center=True)) ** 2
-        basis = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
-        mel = np.einsum("...ft,mf->...mt", spec, basis, optimize=_MEL_EINSUM_PATH)
+        spec = power_spectrogram(y, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
+        mel = (spec @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax).T).T
         # Floor 80 dB under the loudest bin: relative, so the recording's gain cancels out exactly.
         logmel = np.log(mel + 1e-8 * mel.max() + 1e-30)
         parts = [logmel]
