@@ -21,7 +21,7 @@ RNG = np.random.default_rng
 def test_every_frame_is_kept(seconds):
     x = FRAMES.extract(Audio(tone(seconds, 16000)[:, 0], 16000, 1))
     assert x.shape == (1 + int(seconds * 16000) // FRAMES.hop_length, FRAMES.n_mels * (1 + FRAMES.deltas)
-                       + 2 * FRAMES.pitch)
+                       + 2 * FRAMES.pitch + FRAMES.pitch_register)
     assert x.dtype == np.float32 and np.isfinite(x).all()
 
 
@@ -42,6 +42,23 @@ def test_resampled_input_matches(make_audio, tmp_path):
     # Same tone, different noise samples (the generator draws per sample): close, not identical.
     assert np.corrcoef(a[:, :64].ravel(), b[:, :64].ravel())[0, 1] > 0.95
     assert np.corrcoef(a[:, :24].ravel(), b[:, :24].ravel())[0, 1] > 0.98  # where the harmonics are
+
+
+@pytest.mark.parametrize("f0", [110.0, 220.0])
+def test_register_column_says_how_high_the_voice_sits(f0):
+    x = FRAMES.extract(Audio(tone(2.0, 16000, freq=f0)[:, 0], 16000, 1))
+    register = x[:, -1]
+    assert FRAMES.pitch_register and np.ptp(register) == 0  # one value per utterance, on every frame
+    assert register[0] == pytest.approx(np.log2(f0 / 160.0), abs=0.02)
+    without = LogMelFrames(pitch_register=False).extract(Audio(tone(2.0, 16000, freq=f0)[:, 0], 16000, 1))
+    np.testing.assert_array_equal(without, x[:, :-1])  # the other columns do not change
+    silence = FRAMES.extract(Audio(np.zeros(16000, np.float32), 16000, 1))
+    assert (silence[:, -1] == 0).all()
+
+
+def test_register_needs_pitch():
+    with pytest.raises(ValueError, match="pitch_register"):
+        LogMelFrames(pitch=False, pitch_register=True)
 
 
 def test_too_short():
@@ -103,6 +120,13 @@ def test_yin_difference_function_is_the_definition():
         assert chosen >= min(search.min(), 1.0) - 2e-3, i  # periodicity is clipped to [0, 1]
         checked += 1
     assert checked > 20 and (f0 > 0).mean() > 0.3
+
+
+def test_yin_calls_digital_silence_unvoiced():
+    y = np.concatenate([np.zeros(4000), np.sin(2 * np.pi * 200 * np.arange(4000) / 8000)]).astype(np.float32)
+    est, periodicity = yin(y, 8000, hop_length=80, frame_length=320, threshold=0.4)
+    assert (est[:45] == 0).all() and (periodicity[:45] == 0).all()
+    assert np.median(est[55:-5]) == pytest.approx(200, rel=0.01)
 
 
 def test_yin_calls_noise_unvoiced():
