@@ -21,7 +21,7 @@ RNG = np.random.default_rng
 def test_every_frame_is_kept(seconds):
     x = FRAMES.extract(Audio(tone(seconds, 16000)[:, 0], 16000, 1))
     assert x.shape == (1 + int(seconds * 16000) // FRAMES.hop_length, FRAMES.n_mels * (1 + FRAMES.deltas)
-                       + 2 * FRAMES.pitch + FRAMES.pitch_register)
+                       + 2 * FRAMES.pitch)
     assert x.dtype == np.float32 and np.isfinite(x).all()
 
 
@@ -42,23 +42,6 @@ def test_resampled_input_matches(make_audio, tmp_path):
     # Same tone, different noise samples (the generator draws per sample): close, not identical.
     assert np.corrcoef(a[:, :64].ravel(), b[:, :64].ravel())[0, 1] > 0.95
     assert np.corrcoef(a[:, :24].ravel(), b[:, :24].ravel())[0, 1] > 0.98  # where the harmonics are
-
-
-@pytest.mark.parametrize("f0", [110.0, 220.0])
-def test_register_column_says_how_high_the_voice_sits(f0):
-    x = FRAMES.extract(Audio(tone(2.0, 16000, freq=f0)[:, 0], 16000, 1))
-    register = x[:, -1]
-    assert FRAMES.pitch_register and np.ptp(register) == 0  # one value per utterance, on every frame
-    assert register[0] == pytest.approx(np.log2(f0 / 160.0), abs=0.02)
-    without = LogMelFrames(pitch_register=False).extract(Audio(tone(2.0, 16000, freq=f0)[:, 0], 16000, 1))
-    np.testing.assert_array_equal(without, x[:, :-1])  # the other columns do not change
-    silence = FRAMES.extract(Audio(np.zeros(16000, np.float32), 16000, 1))
-    assert (silence[:, -1] == 0).all()
-
-
-def test_register_needs_pitch():
-    with pytest.raises(ValueError, match="pitch_register"):
-        LogMelFrames(pitch=False, pitch_register=True)
 
 
 def test_too_short():

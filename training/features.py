@@ -36,9 +36,6 @@ from training.audio import Audio, AudioTooShortError, to_mono
 #: it is part of every cache key, so stale cached features are never reused.
 FEATURE_CODE_VERSION = 5
 
-#: F0 at which LogMelFrames' register column is 0 (between typical male and female speaking pitch).
-REGISTER_REFERENCE_HZ = 160.0
-
 #: Resampler used everywhere (librosa.load's default), so training and service agree sample for sample.
 RESAMPLER = "soxr_hq"
 
@@ -241,8 +238,7 @@ class LogMelFrames(FeatureSet):
     """Frames, not averages: a log-mel spectrogram and a pitch track, normalised per utterance.
 
     16 kHz, 25 ms windows every 10 ms; every frame of the clip is kept (no cropping), so the result has
-    shape ``(frames, n_mels * (1 + deltas) + 2 * pitch + pitch_register)`` with ``frames`` about 100 per
-    second. The
+    shape ``(frames, n_mels * (1 + deltas) + 2 * pitch)`` with ``frames`` about 100 per second. The
     normalisation uses the utterance alone (see ``normalize``): it removes the recording's gain and
     nothing about the speaker is needed at prediction time.
     """
@@ -265,17 +261,7 @@ class LogMelFrames(FeatureSet):
     #: Add two pitch columns (YIN at 8 kHz): F0 in semitones relative to the utterance's median voiced F0
     #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
     pitch: bool = True
-    #: Add one more column (needs ``pitch``): the utterance's register, its median voiced F0 in octaves
-    #: relative to 160 Hz, on every frame (0 when nothing is voiced). The semitone column above is
-    #: relative to that median, so without this the model hears intonation but not how high the voice
-    #: sits: on EMO-DB leave-one-speaker-out (seed 0) UAR 0.749 with it against 0.723 without.
-    #: Off by default so that models exported without it keep their input; on in the "logmel" preset.
-    pitch_register: bool = False
     min_seconds: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.pitch_register and not self.pitch:
-            raise ValueError("pitch_register needs pitch=True")
 
     def waveform(self, audio: Audio) -> np.ndarray:
         """Mono float32 at ``sample_rate``: what :meth:`frames` reads."""
@@ -308,17 +294,12 @@ class LogMelFrames(FeatureSet):
         f0, periodicity = yin(y8, low_rate, hop_length=hop, frame_length=320, threshold=0.4)
         voiced = f0 > 0
         semitones = np.zeros_like(f0)
-        register = 0.0
         if voiced.any():
-            median = np.median(f0[voiced])
-            semitones[voiced] = 12 * np.log2(f0[voiced] / median)
-            register = np.log2(median / REGISTER_REFERENCE_HZ)
-        out = np.zeros((n_frames, 2 + self.pitch_register), dtype=np.float32)
+            semitones[voiced] = 12 * np.log2(f0[voiced] / np.median(f0[voiced]))
+        out = np.zeros((n_frames, 2), dtype=np.float32)
         m = min(n_frames, len(f0))
         out[:m, 0] = semitones[:m] / 6.0  # +-6 semitones -> +-1, on the scale of the other columns
         out[:m, 1] = periodicity[:m]
-        if self.pitch_register:
-            out[:m, 2] = register
         return out
 
     def extract(self, audio: Audio) -> np.ndarray:
@@ -331,7 +312,7 @@ FEATURE_KINDS: dict[str, type[FeatureSet]] = {cls.kind: cls for cls in (MeanMFCC
 #: Named presets selectable with ``--features``.
 FEATURE_SETS: dict[str, FeatureSet] = {
     "seed": MeanMFCC(),
-    "logmel": LogMelFrames(pitch_register=True),
+    "logmel": LogMelFrames(),
 }
 
 
