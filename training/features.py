@@ -97,7 +97,7 @@ def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int, win_length:
     return spectrum.real ** 2 + spectrum.imag ** 2
 
 
-#: Energy of a YIN integration window below which it holds no signal (a 16-bit LSB per sample is ~1e-9).
+#: Energy of a YIN integration window below which it holds no signal (one 16-bit LSB squared is ~1e-9).
 SILENCE_ENERGY = 1e-10
 
 
