@@ -1,20 +1,27 @@
 """From uploaded bytes to emotion probabilities: decode, features (training's code), one model call.
 
-Decoding and feature extraction run in a thread pool, off the event loop. Model calls go through
-:class:`BatchingRunner`: one call at a time on a dedicated thread; requests that arrive while a call runs
-are answered together by the next call (as TensorFlow Serving's batching does), which adds no delay when
-the service is idle and raises throughput under load. The model is the SavedModel's serving signature,
-not Keras ``model.predict``.
+Everything but HTTP runs off the event loop, on the worker threads of :class:`BatchingPipeline`: a
+worker decodes a request and computes its features, and model calls answer every request prepared while
+the previous call ran (as TensorFlow Serving's batching does), which adds no delay when the service is
+idle and raises throughput under load. The model is the SavedModel's serving signature, not Keras
+``model.predict``.
+
+Why one kind of thread does both: with a feature thread pool handing features to a separate model thread
+through the event loop, each request crossed threads four times, and the threads' hand-offs of the GIL
+cost as much CPU as the features (perf: a fifth of the service's time in futex calls). Here a request
+crosses twice (event loop -> worker -> event loop): 4.1-4.6 -> 3.2 ms of CPU per request under load, and
+2.5-2.9 ms with one worker thread per process (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,55 +67,121 @@ def cut(audio: Audio, start: float, end: float) -> Audio:
     return Audio(audio.samples[a:b], audio.sample_rate, audio.channels, audio.format, audio.subtype)
 
 
-class BatchingRunner:
-    """Serialises model calls and batches the requests that queue up behind a running call."""
+class BatchingPipeline:
+    """Worker threads that prepare requests (decode + features) and answer them with batched model calls.
 
-    def __init__(self, predict, max_batch: int):
+    A request is one job: a function, run on a worker thread, that returns a context and the request's model
+    inputs. A free worker takes the next job and prepares it. Prepared inputs wait in a ready list; a worker
+    that finds no model call running, and no job waiting to be prepared (or a full batch ready), makes one
+    call for everything ready (up to ``max_batch`` inputs, padded together) and answers those requests,
+    then calls again while inputs are ready. So requests that arrive while a call runs are answered together
+    by the next one (as TensorFlow Serving's batching does), an idle service adds no delay, and under load a
+    request crosses threads twice (event loop -> worker -> event loop) whatever its batch.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], *, threads: int, max_batch: int,
+                 name: str = "ser-worker"):
         self._predict = predict
         self._max_batch = max_batch
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ser-model")
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self.calls = 0
-        self.items = 0
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._ready: list[tuple[_Job, Any, list[np.ndarray]]] = []
+        self._ready_inputs = 0
+        self._calling = False
+        self.calls = 0  # model calls made
+        self.items = 0  # model inputs answered
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
-    async def submit(self, features: np.ndarray) -> np.ndarray:
-        if self._task is None:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._loop(), name="ser-batching")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((features, future))
-        return await future
-
-    async def _loop(self) -> None:
+    async def submit(self, prepare: Callable[[], tuple[Any, list[np.ndarray]]]) -> tuple[Any, list[np.ndarray]]:
+        """Run ``prepare`` on a worker, then the model on the inputs it returns: ``(context, probabilities of
+        each input)``. An exception raised by ``prepare`` or by the model call is raised here."""
         loop = asyncio.get_running_loop()
+        job = _Job(prepare, loop.create_future(), loop)
+        self._jobs.put(job)
+        return await job.future
+
+    def _work(self) -> None:
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self._max_batch and not self._queue.empty():
-                items.append(self._queue.get_nowait())
+            job = self._jobs.get()
+            if job is None:
+                return
             try:
-                batch = pad_batch([f for f, _ in items])
-                probs = await loop.run_in_executor(self._executor, self._predict, batch)
-            except Exception as exc:  # the model failed: every waiting request gets the error
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
+                context, inputs = job.prepare()
+            except BaseException as exc:  # reported to the request that sent it
+                _answer([(job, None, exc)])
+            else:
+                with self._lock:
+                    self._ready.append((job, context, inputs))
+                    self._ready_inputs += len(inputs)
+            with self._lock:
+                if self._calling or not self._ready or (
+                        self._ready_inputs < self._max_batch and not self._jobs.empty()):
+                    continue  # the running call takes these next, or more are waiting to be prepared first
+                self._calling = True
+            self._call_ready()
+
+    def _call_ready(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ready:
+                    self._calling = False
+                    return
+                take, count = 0, 0
+                while take < len(self._ready) and (take == 0 or count + len(self._ready[take][2]) <= self._max_batch):
+                    count += len(self._ready[take][2])
+                    take += 1
+                batch, self._ready = self._ready[:take], self._ready[take:]
+                self._ready_inputs -= count
+            inputs = [x for _, _, xs in batch for x in xs]
+            try:
+                probs = np.concatenate([self._predict(pad_batch(inputs[i:i + self._max_batch]))
+                                        for i in range(0, len(inputs), self._max_batch)])
+            except BaseException as exc:  # the model failed: every request in the call gets the error
+                _answer([(job, None, exc) for job, _, _ in batch])
                 continue
             self.calls += 1
-            self.items += len(items)
-            for (_, future), p in zip(items, probs):
-                if not future.done():
-                    future.set_result(p)
+            self.items += len(inputs)
+            answers, start = [], 0
+            for job, context, xs in batch:
+                answers.append((job, (context, list(probs[start:start + len(xs)])), None))
+                start += len(xs)
+            _answer(answers)
 
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+@dataclass
+class _Job:
+    prepare: Callable[[], tuple[Any, list[np.ndarray]]]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+def _answer(answers: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """Hand results to the event loops that wait for them: one wake-up per loop, however many answers."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].loop, []).append(answer)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, items)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
+
+
+def _resolve(answers) -> None:
+    for job, value, exc in answers:
+        if job.future.done():  # the request was cancelled (client gone)
+            continue
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(value)
 
 
 class Predictor:
@@ -117,8 +190,7 @@ class Predictor:
     def __init__(self, model: ExportedModel, *, threads: int, max_batch: int, max_audio_seconds: float):
         self.model = model
         self.max_audio_seconds = max_audio_seconds
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ser-features")
-        self._runner = BatchingRunner(model.predict, max_batch)
+        self._pipeline = BatchingPipeline(model.predict, threads=threads, max_batch=max_batch)
 
     @classmethod
     def load(cls, path, **kwargs) -> "Predictor":
@@ -176,15 +248,17 @@ class Predictor:
         """
         window = window or self.model.serving["window_seconds"]
         hop = hop or self.model.serving["hop_seconds"]
-        audio, whole, spans, window_features = await asyncio.get_running_loop().run_in_executor(
-            self._pool, partial(self.featurize, data, filename, timeline=timeline, window=window, hop=hop))
-        inputs = ([whole] if whole is not None else []) + window_features
-        probs = await asyncio.gather(*[self._runner.submit(f) for f in inputs])
-        window_probs = probs[1:] if whole is not None else probs
-        overall = probs[0] if whole is not None else np.mean(np.stack(window_probs), axis=0)
+
+        def prepare():
+            audio, whole, spans, window_features = self.featurize(data, filename, timeline=timeline, window=window,
+                                                                  hop=hop)
+            return (audio, whole is not None, spans), ([whole] if whole is not None else []) + window_features
+
+        (audio, has_whole, spans), probs = await self._pipeline.submit(prepare)
+        window_probs = probs[1:] if has_whole else probs
+        overall = probs[0] if has_whole else np.mean(np.stack(window_probs), axis=0)
         segments = [Segment(a, b, p) for (a, b), p in zip(spans, window_probs)] if timeline else None
-        return Prediction(overall, audio, segments, 1 if whole is not None else len(window_probs))
+        return Prediction(overall, audio, segments, 1 if has_whole else len(window_probs))
 
     async def aclose(self) -> None:
-        await self._runner.aclose()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pipeline.close()
