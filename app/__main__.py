@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
-
 from app.config import Settings
+from app.server import serve
 
 
 def main(argv: list[str]) -> int:
@@ -20,8 +19,8 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=settings.workers,
-                log_level=settings.log_level)
+    serve("app.main:app", host=settings.host, port=settings.port, workers=settings.workers,
+          log_level=settings.log_level)
     return 0
 
 

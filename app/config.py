@@ -27,11 +27,18 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=1, le=65535, description="port uvicorn listens on")
     workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the model once)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
-    inference_threads: int = Field(
-        max(1, os.cpu_count() or 1), ge=1,
-        description="threads that decode audio and compute features off the event loop",
+    inference_threads: int | None = Field(
+        None, ge=1,
+        description="threads per worker that decode audio, compute features and call the model, off the event "
+                    "loop (default: the CPUs divided among the workers, at least 1)",
     )
     max_batch: int = Field(32, ge=1, description="most requests answered by one model call under load")
+
+    @property
+    def threads_per_worker(self) -> int:
+        """``inference_threads``, or the CPUs shared out among the workers: one process per core serves more
+        than threads of one process, which wait on each other's GIL (benchmarks/README.md)."""
+        return self.inference_threads or max(1, _cpus() // self.workers)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -60,6 +67,14 @@ class Settings(BaseModel):
             if isinstance(default, Path):
                 default = os.path.relpath(default, PROJECT_ROOT)
             if name == "inference_threads":
-                default = "number of CPUs"
+                default = "CPUs / workers"
             rows.append((ENV_PREFIX + name.upper(), str(default), field.description or ""))
         return rows
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

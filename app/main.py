@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.load_error = "model loading"
         try:
             app.state.predictor = await run_in_threadpool(
-                Predictor.load, settings.model_path, threads=settings.inference_threads,
+                Predictor.load, settings.model_path, threads=settings.threads_per_worker,
                 max_batch=settings.max_batch, max_audio_seconds=settings.max_audio_seconds,
             )
             app.state.load_error = None

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.inference import BatchingRunner, Predictor, plan_windows
+from app.inference import BatchingPipeline, Predictor, plan_windows
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, tone
 from training.export import ExportedModel, resolve_model_dir
@@ -202,25 +203,81 @@ def test_openapi_documents_the_contract(client):
     assert client.get("/docs").status_code == 200
 
 
+def _queued_together(pipeline: BatchingPipeline, prepares: list) -> list:
+    """Submit every job while the pipeline's one worker is held inside the first job's preparation, so all are
+    waiting when it comes back: what happens under load. Results (or exceptions) in order."""
+    release = threading.Event()
+    first = prepares[0]
+
+    def held():
+        release.wait(10)
+        return first()
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(pipeline.submit(p)) for p in [held] + prepares[1:]]
+        await asyncio.sleep(0)  # every submit has queued its job
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(scenario())
+
+
 def test_batched_model_calls_give_each_request_its_own_answer(served):
     """Requests queued together are answered by one model call, and each gets what it gets alone."""
     predictor = Predictor(served, threads=1, max_batch=32, max_audio_seconds=600)
     clips = sorted((BUNDLED / "wav").glob("0[89]a0*.flac"))[:12]
     features = [predictor.prepare(p.read_bytes(), p.name)[1] for p in clips]
+    assert len({f.shape[0] for f in features}) > 1  # different lengths: padded together
     alone = [served.predict(f[None])[0] for f in features]
 
-    async def together():
-        runner = BatchingRunner(served.predict, max_batch=32)
-        # All submits are queued before the batching loop first runs: one call answers them all.
-        results = await asyncio.gather(*[runner.submit(f) for f in features])
-        calls = runner.calls
-        await runner.aclose()
-        return results, calls
+    pipeline = BatchingPipeline(served.predict, threads=1, max_batch=32)
+    results = _queued_together(pipeline, [lambda i=i: (i, [features[i]]) for i in range(len(features))])
+    pipeline.close()
+    assert pipeline.calls == 1 and pipeline.items == len(features)
+    for i, (context, probs) in enumerate(results):
+        assert context == i and len(probs) == 1
+        np.testing.assert_allclose(probs[0], alone[i], rtol=1e-5, atol=1e-6)
 
-    results, calls = asyncio.run(together())
-    assert calls == 1
-    for a, b in zip(alone, results):
+
+def test_batches_are_split_at_max_batch_and_multi_input_jobs_stay_whole(served):
+    predictor = Predictor(served, threads=1, max_batch=1, max_audio_seconds=600)
+    features = [predictor.prepare(p.read_bytes(), p.name)[1] for p in sorted((BUNDLED / "wav").glob("0[89]a0*.flac"))[:7]]
+    alone = [served.predict(f[None])[0] for f in features]
+    pipeline = BatchingPipeline(served.predict, threads=1, max_batch=3)
+    # Jobs of 1, 4 (more than a batch: one job, several model calls) and 2 inputs.
+    results = _queued_together(pipeline, [lambda: ("a", features[:1]), lambda: ("b", features[1:5]),
+                                          lambda: ("c", features[5:])])
+    pipeline.close()
+    assert [context for context, _ in results] == ["a", "b", "c"]
+    got = [p for _, probs in results for p in probs]
+    assert len(got) == 7 and pipeline.items == 7
+    for a, b in zip(alone, got):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_request_gets_its_error_and_the_others_their_answers(served):
+    predictor = Predictor(served, threads=1, max_batch=32, max_audio_seconds=600)
+    features = predictor.prepare(CLIP.read_bytes(), CLIP.name)[1]
+
+    def broken():
+        raise ValueError("not audio")
+
+    pipeline = BatchingPipeline(served.predict, threads=1, max_batch=32)
+    results = _queued_together(pipeline, [lambda: (0, [features]), broken, lambda: (2, [features])])
+    assert isinstance(results[1], ValueError) and str(results[1]) == "not audio"
+    np.testing.assert_allclose(results[0][1][0], results[2][1][0])
+    pipeline.close()
+
+    def failing_model(batch):
+        raise RuntimeError("model failed")
+
+    pipeline = BatchingPipeline(failing_model, threads=2, max_batch=32)
+    results = _queued_together(pipeline, [lambda: (0, [features]), lambda: (1, [features])])
+    assert all(isinstance(r, RuntimeError) for r in results)
+    # The pipeline keeps working after both kinds of failure.
+    pipeline._predict = served.predict
+    assert len(_queued_together(pipeline, [lambda: (0, [features])])[0][1]) == 1
+    pipeline.close()
 
 
 def test_concurrent_requests_get_the_answers_they_get_alone(served):
@@ -244,23 +301,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_uvicorn_process_over_real_http():
-    port = _free_port()
-    env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", "SER_LOG_LEVEL": "warning"}
+def _start_service(port: int, **settings: str) -> subprocess.Popen:
+    env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", "SER_LOG_LEVEL": "warning", **settings}
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "service did not become healthy in 120 s"
+        time.sleep(0.5)
+
+
+def test_uvicorn_process_over_real_http():
+    port = _free_port()
+    proc = _start_service(port)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not become healthy in 90 s"
-            time.sleep(0.5)
         r = httpx.post(f"{base}/predict", files={"file": ("clip.wav", clip_as(), "audio/wav")}, timeout=30)
         assert r.status_code == 200 and sum(r.json()["probabilities"].values()) == pytest.approx(1, abs=1e-5)
         r = httpx.post(f"{base}/predict", files={"file": ("x.txt", b"hello", "text/plain")}, timeout=30)
@@ -268,6 +329,76 @@ def test_uvicorn_process_over_real_http():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _sockets_by_process(port: int, pids: list[int], state: str) -> dict[int, set[str]]:
+    """The TCP sockets on local ``port`` in ``state`` ("0A" listening, "01" established) that each process holds,
+    as socket inodes (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                inodes.add(fields[9])
+    held = {}
+    for pid in pids:
+        links = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                links.add(os.readlink(fd))
+            except OSError:
+                pass
+        held[pid] = {link[8:-1] for link in links if link.startswith("socket:[") and link[8:-1] in inodes}
+    return held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing and /proc are Linux's")
+def test_each_worker_listens_on_its_own_socket_and_stops_with_the_parent():
+    """uvicorn's workers share one listening socket, and a burst of keep-alive connections can all land on one
+    worker (benchmarks/README.md); here each worker listens on its own SO_REUSEPORT socket and the kernel
+    spreads the connections. Both workers answer, and none outlives the parent."""
+    port = _free_port()
+    proc = _start_service(port, SER_WORKERS="2")
+    clients = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # /health answers as soon as the first worker is up
+            children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                        and _parent_pid(int(p.name)) == proc.pid]
+            listening = {pid: inodes for pid, inodes in _sockets_by_process(port, children, "0A").items() if inodes}
+            if len(listening) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(listening) == 2, f"expected two listening workers: {listening}"
+        a, b = listening.values()
+        assert len(a) == len(b) == 1 and a != b, f"the workers share a listening socket: {listening}"
+        # A burst, as when a load balancer or a connection pool starts: all connect before any is used.
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(32)]
+        for client in clients:
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        for client in clients:
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        held = {pid: len(inodes) for pid, inodes in _sockets_by_process(port, list(listening), "01").items()}
+        assert sum(held.values()) == 32 and min(held.values()) > 0, f"connections per worker: {held}"
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": ("clip.wav", clip_as(), "audio/wav")},
+                       timeout=30)
+        assert r.status_code == 200 and r.json()["model"]["version"]
+    finally:
+        for client in clients:
+            client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and _parent_pid(pid) == proc.pid for pid in children):
+        assert time.monotonic() < deadline, "workers outlived the parent"
+        time.sleep(0.2)
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def test_plan_windows_cover_the_audio():
