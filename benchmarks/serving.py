@@ -5,8 +5,9 @@ Measured in one run, on real 3-second WAV clips cut from the bundled EMO-DB:
   1. in process, per clip: decode + features + model call through the SavedModel signature (the service's
      path), and the same with Keras ``model.predict`` instead (the naive path): p50/p95 latency;
   2. over HTTP: ``python -m app`` (uvicorn) and ``benchmarks/naive_service.py`` (model.predict per request)
-     each started as a process and loaded by C concurrent keep-alive connections for T seconds:
-     requests/s, p50/p95/p99 latency, errors, and the ratio fast/naive.
+     each started as a process (the same launcher, ``app.server``, and the same number of workers) and
+     loaded by C concurrent keep-alive connections for T seconds: requests/s, p50/p95/p99 latency, errors,
+     the server's CPU time per request (all its processes, from /proc), and the ratio fast/naive.
 During the load, sampled answers are compared with the answer to the same clip sent alone, so batching
 is checked not to change any answer.
 
@@ -179,6 +180,27 @@ def start_server(argv: list[str], env: dict, port: int) -> subprocess.Popen:
     raise RuntimeError(f"{' '.join(argv)} did not become healthy")
 
 
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process and all its descendants, from /proc; None
+    where there is no /proc."""
+    if not os.path.isdir("/proc"):
+        return None
+    parent, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(fields[1])
+            ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+        tree.update(frontier)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def http_run(label, argv, env, port, clips, concurrency, seconds, check_answers) -> dict:
     proc = start_server(argv, env, port)
     try:
@@ -188,7 +210,9 @@ def http_run(label, argv, env, port, clips, concurrency, seconds, check_answers)
                 r = client.post("/predict", files={"file": (name, data, "audio/wav")})
                 r.raise_for_status()
                 reference[name] = r.json()["probabilities"]
+        cpu_before = process_tree_cpu(proc.pid)
         latencies, errors, samples, elapsed = asyncio.run(_load(port, clips, concurrency, seconds, sample_every=7))
+        cpu_after = process_tree_cpu(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -202,8 +226,12 @@ def http_run(label, argv, env, port, clips, concurrency, seconds, check_answers)
     result = {"label": label, "requests": len(latencies), "seconds": round(elapsed, 2),
               "rps": len(latencies) / elapsed, "errors": len(errors), "concurrency": concurrency,
               **percentiles(latencies), "answers_checked": len(samples), "answers_changed": mismatches,
-              "max_probability_difference": worst}
-    print(f"[http] {label}: {result['rps']:.1f} req/s, p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
+              "max_probability_difference": worst,
+              "server_cpu_ms_per_request": None if cpu_before is None else
+              (cpu_after - cpu_before) * 1000 / max(1, len(latencies))}
+    cpu = result["server_cpu_ms_per_request"]
+    print(f"[http] {label}: {result['rps']:.1f} req/s, server CPU {cpu or float('nan'):.2f} ms/request, "
+          f"p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
           f"p99 {result['p99_ms']:.1f} ms, {len(errors)} errors, {mismatches}/{len(samples)} sampled answers "
           f"differ from the clip alone (max diff {worst:.1e})", flush=True)
     if check_answers and mismatches:
@@ -251,8 +279,9 @@ def main() -> int:
             row = {"workers": workers, "service": fast}
             if not args.no_naive:
                 port = _free_port()
-                argv = [sys.executable, "-m", "uvicorn", "benchmarks.naive_service:app", "--host", "127.0.0.1",
-                        "--port", str(port), "--log-level", "warning", "--workers", str(workers)]
+                # Started the same way as the service (app.server: the same workers, a listening socket each).
+                argv = [sys.executable, "-c", "from app.server import serve; serve('benchmarks.naive_service:app', "
+                        f"host='127.0.0.1', port={port}, workers={workers}, log_level='warning')"]
                 naive = http_run(f"{tag} naive model.predict, {workers} worker(s)", argv,
                                  {"SER_MODEL_PATH": str(version_dir)}, port, clips, args.concurrency, args.seconds,
                                  check_answers=False)
@@ -284,8 +313,9 @@ def report(results: dict) -> str:
                      f"| {ip['total (naive path)']['p50_ms'] / ip['total (service path)']['p50_ms']:.1f}x |")
     lines += ["", f"Over HTTP (uvicorn), {results['concurrency']} concurrent keep-alive connections, "
                   f"{results['seconds']:g} s per run, 3 s WAV uploads:", "",
-              "| model | workers | server | req/s | p50 ms | p95 ms | p99 ms | errors | throughput vs naive |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| model | workers | server | req/s | server CPU ms/req | p50 ms | p95 ms | p99 ms | errors "
+              "| throughput vs naive |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in results["models"]:
         for row in m["http"]:
             for kind in ("service", "naive"):
@@ -295,7 +325,8 @@ def report(results: dict) -> str:
                 ratio = f"{row['throughput_ratio']:.1f}x" if kind == "service" and "throughput_ratio" in row else ""
                 lines.append(f"| {m['name']}/{m['version']} ({m['features']}) | {row['workers']} | "
                              f"{'service (signature, batching)' if kind == 'service' else 'naive (Keras model.predict)'} "
-                             f"| {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
+                             f"| {r['rps']:.1f} | {r.get('server_cpu_ms_per_request') or float('nan'):.2f} "
+                             f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
                              f"| {r['errors']} | {ratio} |")
     return "\n".join(lines)
 
