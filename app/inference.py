@@ -10,7 +10,7 @@ Why one kind of thread does both: with a feature thread pool handing features to
 through the event loop, each request crossed threads four times, and the threads' hand-offs of the GIL
 cost as much CPU as the features (perf: a fifth of the service's time in futex calls). Here a request
 crosses twice (event loop -> worker -> event loop): 4.1-4.6 -> 3.2 ms of CPU per request under load, and
-2.5-2.9 ms with one worker thread per process (benchmarks/README.md).
+2.4-2.9 ms with one worker thread per process (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ class BatchingPipeline:
             if job is None:
                 return
             try:
-                context, inputs = job.prepare()
+                prepared = (job, *job.prepare())
             except BaseException as exc:  # reported to the request that sent it
                 _answer([(job, None, exc)])
-            else:
-                with self._lock:
-                    self._ready.append((job, context, inputs))
-                    self._ready_inputs += len(inputs)
+                prepared = None
             with self._lock:
+                if prepared is not None:
+                    self._ready.append(prepared)
+                    self._ready_inputs += len(prepared[2])
                 if self._calling or not self._ready or (
                         self._ready_inputs < self._max_batch and not self._jobs.empty()):
                     continue  # the running call takes these next, or more are waiting to be prepared first

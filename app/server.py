@@ -27,14 +27,14 @@ log = logging.getLogger("uvicorn.error")
 REUSE_PORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
-def _bind(family: int, address: tuple) -> socket.socket:
+def _bind(family: int, address: tuple, cls: type[socket.socket] = socket.socket) -> socket.socket:
     """A TCP socket bound to ``address`` in the address's ``SO_REUSEPORT`` group (not yet listening).
 
     ``IPPROTO_TCP`` is given explicitly: asyncio sets ``TCP_NODELAY`` on accepted connections only when the
     listening socket says it is TCP, and a socket made with protocol 0 does not (uvicorn issue 3149: without
     it each keep-alive response can wait for the client's delayed ACK).
     """
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
@@ -52,15 +52,6 @@ class _PerWorkerSocket(socket.socket):
         return _bind, (self.family, self.getsockname())
 
 
-def _listening_address(host: str, port: int) -> _PerWorkerSocket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = _PerWorkerSocket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
-
-
 def serve(app: str, *, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the ASGI app at import path ``app`` (``"package.module:attribute"``) until stopped."""
     if workers == 1 or not REUSE_PORT:
@@ -68,7 +59,7 @@ def serve(app: str, *, host: str, port: int, workers: int, log_level: str) -> No
         return
     config = uvicorn.Config(app, host=host, port=port, workers=workers, log_level=log_level)
     try:
-        sock = _listening_address(host, port)
+        sock = _bind(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port), _PerWorkerSocket)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc)
         sys.exit(STARTUP_FAILURE)
