@@ -81,6 +81,10 @@ def test_export_layout_and_metadata(trained):
     longest = max(float(r["duration"]) for r in csv.DictReader((run_dir / "manifest.csv").open()))
     assert longest <= meta["serving"]["span_seconds"] <= longest + 0.5, "the span is the longest training clip"
     assert meta["evaluation"]["protocol"] == "loso" and 0 <= meta["evaluation"]["metrics"]["uar"] <= 1
+    # The default recipe reads clips relative to their speaker: the export says so and carries both figures.
+    assert meta["features"]["reference"] == "speaker"
+    assert 0 <= meta["evaluation"]["with_profile"]["metrics"]["uar"] <= 1
+    assert meta["evaluation"]["with_profile"]["metrics"]["n"] == meta["evaluation"]["metrics"]["n"]
     assert meta["training"]["speakers"] == list(SPEAKERS)
     assert {"tensorflow", "keras", "librosa", "numpy"} <= set(meta["versions"]) and meta["created"]
 
@@ -92,7 +96,7 @@ def test_exported_model_predicts_what_the_keras_model_predicts(trained):
     model = keras.models.load_model(run_dir / "model.keras")
     exported = ExportedModel.load(models / "emotion")
     files = sorted((BUNDLED / "wav").glob("1[56]*.flac"))[:16]  # speakers the slice never saw
-    x = pad_batch([extract_one(str(f), exported.features) for f in files])  # different lengths, padded
+    x = pad_batch([exported.features.finish(extract_one(str(f), exported.features)) for f in files])  # padded
     expected = np.asarray(model(x, training=False))
     got = exported.predict(x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -148,7 +152,7 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     manifest = tmp_path / "six.csv"
     with manifest.open("w", newline="") as f:
         csv.writer(f).writerows([("path", "emotion", "speaker"), *rows])
-    cfg = TrainConfig.from_recipe("crnn", data=str(manifest), protocol="speaker", test_speakers=["03"],
+    cfg = TrainConfig.from_recipe("crnn-speaker", data=str(manifest), protocol="speaker", test_speakers=["03"],
                                   epochs=25, final_fit=False, runs_dir=str(tmp_path / "runs"),
                                   cache_dir=str(tmp_path / "cache"), progress=False)
     result = run_training(cfg)
@@ -158,16 +162,19 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     history = json.loads((result.run_dir / "history.json").read_text())[fold["name"]]
     chance = 1 / 7
     val_uar = history["val_uar"][fold["best_epoch"] - 1]
-    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f}")
+    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f} "
+          f"(with the test speaker's profile {fold['metrics_with_profile']['uar']:.3f})")
     assert val_uar > chance + 0.2, history["val_uar"]
     assert fold["metrics"]["uar"] > chance + 0.2, fold["metrics"]
+    assert fold["metrics_with_profile"]["uar"] > chance + 0.2, fold["metrics_with_profile"]
 
 
 def test_flags_override_the_recipe():
     from training.cli import _train_config, build_parser
 
     default = _train_config(build_parser().parse_args(["train"]))
-    assert (default.recipe, default.features, default.average_weights, default.augment) == ("crnn", "logmel", True, True)
+    assert (default.recipe, default.features, default.average_weights, default.augment) == (
+        "crnn-speaker", "logmel-speaker", True, True)
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
     assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
     flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]

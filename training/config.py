@@ -22,7 +22,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "crnn": {"features": "logmel", "model": "crnn", "epochs": 60, "batch_size": 32, "patience": None,
              "class_weight": True, "augment": True, "lr_schedule": "cosine", "average_weights": True},
 }
-DEFAULT_RECIPE = "crnn"
+# The same, reading each clip relative to its speaker: every log-mel bin minus the speaker's mean spectrum
+# (a profile of some of their clips, POST /profile) or, without one, minus the clip's own mean. Trained
+# with profiles of random sizes (training/speaker.py) so one model answers with and without a profile.
+RECIPES["crnn-speaker"] = {**RECIPES["crnn"], "features": "logmel-speaker"}
+DEFAULT_RECIPE = "crnn-speaker"
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Feature extraction over a whole corpus: on all cores, with a progress bar, cached on disk.
 
-The cache key is the SHA-256 of the file's bytes plus the feature set's fingerprint (its settings, the
-feature code version and librosa's version), so renaming or moving a file keeps its cache entry, editing
-the audio or any setting does not, and a second run over the same corpus computes nothing.
+The cache key is the SHA-256 of the file's bytes plus the feature set's base fingerprint (the settings
+that change :meth:`FeatureSet.base`, the feature code version and librosa's version), so renaming or
+moving a file keeps its cache entry, editing the audio or any such setting does not, and a second run over
+the same corpus computes nothing. The cache holds base features; training finishes them (a speaker
+reference, for feature sets that use one).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class FeatureCache:
 
     def _path(self, digest: str, settings: FeatureSet) -> Path:
         assert self.root is not None
-        return self.root / settings.fingerprint() / digest[:2] / f"{digest}.npy"
+        return self.root / settings.base_fingerprint() / digest[:2] / f"{digest}.npy"
 
     def get(self, digest: str, settings: FeatureSet) -> np.ndarray | None:
         if self.root is None:
@@ -83,7 +85,7 @@ class Extracted:
 
 def extract_one(path: str, settings: FeatureSet) -> np.ndarray:
     """Decode one file and compute its features: the same call the service makes on an upload."""
-    return settings.extract(read_audio(path))
+    return settings.base(read_audio(path))
 
 
 def _worker(path: str, settings: FeatureSet) -> tuple[np.ndarray | None, str | None]:

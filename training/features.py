@@ -186,9 +186,22 @@ class FeatureSet:
     """Base of the feature sets: serialisation, fingerprint, the too-short check."""
 
     kind: ClassVar[str]
+    #: True for feature sets whose model input depends on a speaker reference (see ``finish``).
+    uses_reference: ClassVar[bool] = False
 
-    def extract(self, audio: Audio) -> np.ndarray:  # pragma: no cover - abstract
+    def base(self, audio: Audio) -> np.ndarray:  # pragma: no cover - abstract
+        """What the clip alone determines (training caches this)."""
         raise NotImplementedError
+
+    def finish(self, base: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """The model input from :meth:`base`; only feature sets with ``uses_reference`` take a reference."""
+        if reference is not None:
+            raise ValueError(f"{self.kind} features take no speaker reference")
+        return base
+
+    def extract(self, audio: Audio, reference: np.ndarray | None = None) -> np.ndarray:
+        """The model input for one clip: ``finish(base(audio), reference)``."""
+        return self.finish(self.base(audio), reference)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -200,6 +213,11 @@ class FeatureSet:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def base_fingerprint(self) -> str:
+        """Fingerprint of what :meth:`base` computes (the feature cache's key; a speaker profile's validity):
+        settings that only change :meth:`finish` are left out."""
+        return self.fingerprint()
 
     @staticmethod
     def _require(y: np.ndarray, sample_rate: int, min_seconds: float, what: str) -> None:
@@ -225,7 +243,7 @@ class MeanMFCC(FeatureSet):
     n_mfcc: int = 40
     min_seconds: float = 0.1
 
-    def extract(self, audio: Audio) -> np.ndarray:
+    def base(self, audio: Audio) -> np.ndarray:
         y = window(audio.samples, audio.sample_rate, self.offset, self.duration)
         self._require(y, audio.sample_rate, self.min_seconds, f"the window after {self.offset:g} s")
         y = resample(np.ascontiguousarray(to_mono(y)), audio.sample_rate, self.sample_rate)
@@ -258,6 +276,11 @@ class LogMelFrames(FeatureSet):
     #: "utterance" (the only one): each feature group (log-mel, each delta order) to zero mean and unit
     #: variance over the whole utterance; recorded in the metadata so a model says how it was fed.
     normalize: str = "utterance"
+    #: "none": the model reads the utterance-normalised frames. "speaker": each log-mel bin also has a
+    #: reference removed: the speaker's mean spectrum over clips of theirs (a speaker profile) when one is
+    #: given, else the clip's own mean. Removes the voice's and the channel's spectral colouring, the
+    #: per-speaker normalisation of the published baselines, and still answers a single clip.
+    reference: str = "none"
     #: Add two pitch columns (YIN at 8 kHz): F0 in semitones relative to the utterance's median voiced F0
     #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
     pitch: bool = True
@@ -282,6 +305,8 @@ class LogMelFrames(FeatureSet):
             parts += [np.zeros_like(logmel)] * self.deltas
         if self.normalize != "utterance":
             raise ValueError(f"normalize must be 'utterance', not {self.normalize!r}")
+        if self.reference not in ("none", "speaker"):
+            raise ValueError(f"reference must be 'none' or 'speaker', not {self.reference!r}")
         feats = np.concatenate([(p - p.mean()) / (p.std() + 1e-5) for p in parts], axis=0).T
         if self.pitch:
             feats = np.concatenate([feats, self._pitch(y, feats.shape[0])], axis=1)
@@ -302,8 +327,29 @@ class LogMelFrames(FeatureSet):
         out[:m, 1] = periodicity[:m]
         return out
 
-    def extract(self, audio: Audio) -> np.ndarray:
+    def base(self, audio: Audio) -> np.ndarray:
         return self.frames(self.waveform(audio))
+
+    @property
+    def uses_reference(self) -> bool:  # type: ignore[override]
+        return self.reference == "speaker"
+
+    def base_fingerprint(self) -> str:
+        return dataclasses.replace(self, reference="none").fingerprint()
+
+    def finish(self, base: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """With ``reference="speaker"``: every log-mel bin minus ``reference`` (the speaker's mean log-mel
+        spectrum, shape ``(n_mels,)``, from :mod:`training.speaker`), or minus the clip's own mean without one."""
+        if self.reference == "none":
+            return super().finish(base, reference)
+        if reference is None:
+            reference = base[:, :self.n_mels].mean(axis=0)
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.shape != (self.n_mels,):
+            raise ValueError(f"a speaker reference has {self.n_mels} values (one per mel bin), not {reference.shape}")
+        out = base.copy()
+        out[:, :self.n_mels] -= reference
+        return out
 
 
 #: Every feature kind by the name stored in metadata.
@@ -313,6 +359,7 @@ FEATURE_KINDS: dict[str, type[FeatureSet]] = {cls.kind: cls for cls in (MeanMFCC
 FEATURE_SETS: dict[str, FeatureSet] = {
     "seed": MeanMFCC(),
     "logmel": LogMelFrames(),
+    "logmel-speaker": LogMelFrames(reference="speaker"),
 }
 
 

@@ -37,6 +37,7 @@ from training.protocols import (
     random_split,
     speaker_split,
 )
+from training.speaker import ReferenceSampler, finish_each, with_speaker_profiles
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,11 @@ def predict_proba(model, features: list[np.ndarray], batch_size: int = 64) -> np
     return probs
 
 
-def _make_batches(features, onehot, weights, batch_size, seed, augment):
+def _make_batches(features, onehot, weights, batch_size, seed, augment, sample=None):
     """Training batches as a tf.data pipeline: reshuffled every epoch, items of similar length share a batch
     (sorted by length inside windows of 8 batches: little padding, still random batch composition), optional
-    augmentation per item.
+    augmentation per item. ``sample(j, rng)``, when given, makes item ``j``'s input anew each epoch (a speaker
+    reference drawn per item: :class:`training.speaker.ReferenceSampler`) before augmentation.
 
     The signature is declared with a free time axis: letting Keras infer it from the first batches (as it
     does for a PyDataset) fixes the time axis whenever those happen to have the same padded length.
@@ -83,7 +85,8 @@ def _make_batches(features, onehot, weights, batch_size, seed, augment):
         batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
         rng.shuffle(batches)
         for idx in batches:
-            items = [augment(features[j], rng) if augment else features[j] for j in idx]
+            items = [sample(j, rng) if sample else features[j] for j in idx]
+            items = [augment(x, rng) for x in items] if augment else items
             yield pad_batch(items).astype(np.float32), onehot[idx], weights[idx]
 
     signature = (tf.TensorSpec((None, None, features[0].shape[1]), tf.float32),
@@ -198,6 +201,7 @@ def fit_model(
     augment: Callable | None = None,
     lr_schedule: str = "constant",
     average_weights: bool = False,
+    sample: Callable | None = None,
     verbose: int = 0,
 ) -> FitResult:
     """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs.
@@ -213,7 +217,7 @@ def fit_model(
     x, y = train
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
-    batches = _make_batches(x, onehot, weights, batch_size, seed, augment)
+    batches = _make_batches(x, onehot, weights, batch_size, seed, augment, sample)
     best = _best_epoch_callback(val[0], val[1], patience, average_weights) if val is not None else None
     callbacks = [best] if best is not None else []
     last = _last_epochs_callback(SMOOTHING_EPOCHS) if val is None and average_weights else None
@@ -351,24 +355,37 @@ def run_training(cfg: TrainConfig) -> RunResult:
     def build():
         return builder(input_shape, len(labels), **cfg.model_args)
 
+    speakers = [u.speaker for u in utts]
     fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
+    profiled_pred, profiled_reports = [], []
     predictions: list[tuple[int, str, np.ndarray]] = []
     train_seconds = 0.0
     for k, fold in enumerate(plan.folds):
-        result = _run_fold(cfg, fold, k, build, features, y, len(labels), augment)
+        result = _run_fold(cfg, fold, k, build, features, speakers, feature_set, y, len(labels), augment)
         train_seconds += result.seconds
-        test_probs = predict_proba(result.model, [features[i] for i in fold.test])
+        test_feats = [features[i] for i in fold.test]
+        # Each test clip alone, as POST /predict sees it.
+        test_probs = predict_proba(result.model, finish_each(test_feats, feature_set))
         pred = test_probs.argmax(axis=1)
         metrics = classification_metrics(y[fold.test], pred, labels)
-        fold_reports.append({**fold.describe(), "best_epoch": result.best_epoch,
-                             "epochs_run": len(result.history.get("loss", [])),
-                             "train_seconds": round(result.seconds, 2), "metrics": metrics})
+        log.info("fold %s: accuracy %.3f, UAR %.3f (best epoch %d of %d)", fold.name, metrics["accuracy"],
+                 metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
+        report = {**fold.describe(), "best_epoch": result.best_epoch,
+                  "epochs_run": len(result.history.get("loss", [])),
+                  "train_seconds": round(result.seconds, 2), "metrics": metrics}
+        if feature_set.uses_reference:
+            # And each test speaker with a profile of all of their test clips (their audio, not their labels).
+            ppred = predict_proba(result.model, with_speaker_profiles(
+                test_feats, [speakers[i] for i in fold.test], feature_set)).argmax(axis=1)
+            profiled_pred.append(ppred)
+            report["metrics_with_profile"] = classification_metrics(y[fold.test], ppred, labels)
+            log.info("fold %s with speaker profiles: accuracy %.3f, UAR %.3f", fold.name,
+                     report["metrics_with_profile"]["accuracy"], report["metrics_with_profile"]["uar"])
+        fold_reports.append(report)
         histories[fold.name] = {**result.history, "best_epoch": [result.best_epoch]}
         pooled_true.append(y[fold.test])
         pooled_pred.append(pred)
         predictions += [(i, fold.name, p) for i, p in zip(fold.test, test_probs)]
-        log.info("fold %s: accuracy %.3f, UAR %.3f (best epoch %d of %d)", fold.name, metrics["accuracy"],
-                 metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
 
     pooled = classification_metrics(np.concatenate(pooled_true), np.concatenate(pooled_pred), labels)
     fold_uars = [f["metrics"]["uar"] for f in fold_reports]
@@ -395,12 +412,26 @@ def run_training(cfg: TrainConfig) -> RunResult:
         },
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
     }
+    if profiled_pred:
+        profile_uars = [f["metrics_with_profile"]["uar"] for f in fold_reports]
+        metrics["with_profile"] = {
+            "description": "each test speaker's clips finished with a speaker profile (mean log-mel spectrum) "
+                           "of all of that speaker's test clips: their audio, never their labels; 'pooled' "
+                           "above is each clip alone",
+            "pooled": classification_metrics(np.concatenate(pooled_true), np.concatenate(profiled_pred), labels),
+            "fold_uar_mean": float(np.mean(profile_uars)),
+            "fold_uar_std": float(np.std(profile_uars)),
+        }
+        log.info("with speaker profiles: accuracy %.3f, UAR %.3f (each clip alone: %.3f, %.3f)",
+                 metrics["with_profile"]["pooled"]["accuracy"], metrics["with_profile"]["pooled"]["uar"],
+                 pooled["accuracy"], pooled["uar"])
     _write_evaluation(run_dir, metrics, histories, predictions, utts, labels)
 
     run = RunResult(run_dir, metrics, skipped=skipped)
     if cfg.final_fit:
         best_epochs = [f["best_epoch"] for f in fold_reports]
-        run.model, final = _final_fit(cfg, plan, build, features, y, labels, augment, best_epochs)
+        run.model, final = _final_fit(cfg, plan, build, features, speakers, feature_set, y, labels, augment,
+                                      best_epochs)
         metrics["final_fit"] = final
         run.model.save(run_dir / "model.keras")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -410,18 +441,28 @@ def run_training(cfg: TrainConfig) -> RunResult:
     return run
 
 
-def _run_fold(cfg, fold: Fold, k: int, build, features, y, n_classes, augment) -> FitResult:
+def _sampler(features, speakers, feature_set, idx):
+    """Training inputs: for features with a speaker reference, drawn per item and epoch; else as they are."""
+    if not feature_set.uses_reference:
+        return None
+    return ReferenceSampler([features[i] for i in idx], [speakers[i] for i in idx], feature_set)
+
+
+def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y, n_classes, augment) -> FitResult:
+    val = [features[i] for i in fold.val]
+    if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
+        val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
     return fit_model(
         build,
         ([features[i] for i in fold.train], y[fold.train]),
-        ([features[i] for i in fold.val], y[fold.val]),
+        (val, y[fold.val]),
         n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
         patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights,
+        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, fold.train),
     )
 
 
-def _final_fit(cfg, plan: Plan, build, features, y, labels, augment, best_epochs: list[int]):
+def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int]):
     """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
     epochs = max(1, int(statistics.median(best_epochs)))
     if plan.protocol == "cross-corpus":  # the test corpus stays unseen
@@ -432,7 +473,7 @@ def _final_fit(cfg, plan: Plan, build, features, y, labels, augment, best_epochs
         build, ([features[i] for i in train_idx], y[train_idx]), None,
         n_classes=len(labels), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 999,
         balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights,
+        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, train_idx),
     )
     log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
              len(train_idx), epochs, result.seconds)
@@ -520,6 +561,16 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
             "folds": len(metrics["folds"]),
         },
     }
+    if "with_profile" in metrics:  # the same folds, each test speaker with a profile of their test clips
+        wp = metrics["with_profile"]
+        metadata["evaluation"]["with_profile"] = {
+            "description": wp["description"],
+            "metrics": {k: wp["pooled"][k] for k in ("n", "accuracy", "uar", "macro_precision", "macro_recall",
+                                                     "macro_f1")},
+            "per_class_recall": {k: v["recall"] for k, v in wp["pooled"]["per_class"].items()},
+            "fold_uar_mean": wp["fold_uar_mean"],
+            "fold_uar_std": wp["fold_uar_std"],
+        }
     out = export_model(model, models_dir, name, metadata, version=version)
     log.info("exported %s", out)
     return out
@@ -557,6 +608,12 @@ def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig
         f"| {p['macro_f1']:.3f} | {p['n']} |",
         "",
         f"Mean UAR over folds {metrics['fold_uar_mean']:.3f} (std {metrics['fold_uar_std']:.3f}).",
+        *([] if "with_profile" not in metrics else [
+            "",
+            "With speaker profiles (" + metrics["with_profile"]["description"] + "): accuracy "
+            f"{metrics['with_profile']['pooled']['accuracy']:.3f}, UAR {metrics['with_profile']['pooled']['uar']:.3f}, "
+            f"macro F1 {metrics['with_profile']['pooled']['macro_f1']:.3f}.",
+        ]),
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
