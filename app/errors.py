@@ -49,6 +49,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_body(400, "missing_file",
                               "no file uploaded: send the audio as multipart/form-data in a field named 'file', "
                               "e.g. curl -F file=@clip.wav http://localhost:8000/predict")
+        if any(tuple(e.get("loc", ())) == ("body", "files") for e in errors):
+            return error_body(400, "missing_file",
+                              "no files uploaded: send a speaker's recordings as multipart/form-data, each in a "
+                              "field named 'files', e.g. curl -F files=@a.wav -F files=@b.wav "
+                              "http://localhost:8000/profile")
         where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
         return error_body(422, "invalid_request", f"invalid request: {where}")
 

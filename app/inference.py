@@ -25,9 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from training.audio import Audio, AudioError, read_audio
+from training.audio import Audio, AudioError, AudioTooShortError, read_audio
 from training.export import ExportedModel
 from training.features import pad_batch
+from training.speaker import SpeakerProfile
 
 log = logging.getLogger("app")
 
@@ -221,15 +222,51 @@ class Predictor:
         audio = self.decode(data, filename)
         return audio, self.model.features.extract(audio)
 
-    def featurize(self, data: bytes, filename: str, *, timeline: bool, window: float, hop: float
+    def featurize(self, data: bytes, filename: str, *, timeline: bool, window: float, hop: float,
+                  profile: SpeakerProfile | None = None
                   ) -> tuple[Audio, np.ndarray | None, list[tuple[float, float]], list[np.ndarray]]:
         """Decode; features of the whole clip when it fits the model's span; features of each window when a
-        timeline is asked for or the clip is longer than the span."""
+        timeline is asked for or the clip is longer than the span. With a speaker profile, every input is
+        finished with its mean (else, for models with a speaker reference, each input with its own)."""
         audio = self.decode(data, filename)
-        extract = self.model.features.extract
+        reference = None if profile is None else profile.mean
+
+        def extract(part: Audio) -> np.ndarray:
+            return self.model.features.extract(part, reference)
+
         whole = extract(audio) if audio.duration <= self.span else None
         spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
         return audio, whole, spans, [extract(cut(audio, a, b)) for a, b in spans]
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per feature frame (for reporting how much audio a profile holds)."""
+        features = self.model.features
+        return features.hop_length / features.sample_rate if self.uses_profiles else float("nan")
+
+    @property
+    def uses_profiles(self) -> bool:
+        return bool(self.model.features.uses_reference)
+
+    def parse_profile(self, data: Any) -> SpeakerProfile:
+        """A profile a client sent back, checked against this model's features (ValueError says why not)."""
+        return SpeakerProfile.from_dict(data, self.model.features)
+
+    async def profile(self, clips: list[tuple[bytes, str]]) -> SpeakerProfile:
+        """A speaker profile from some of their clips: decoded and analysed on a worker thread (no model call).
+        A clip that cannot be used raises, naming the clip."""
+        features = self.model.features
+
+        def compute() -> SpeakerProfile:
+            bases = []
+            for data, name in clips:
+                try:
+                    bases.append(features.base(self.decode(data, name)))
+                except AudioTooShortError as exc:  # its message does not name the clip
+                    raise AudioTooShortError(f"'{name}' is {exc}") from None
+            return SpeakerProfile.from_features(bases, features)
+
+        return await asyncio.to_thread(compute)
 
     def warm_up(self) -> None:
         """One full pass (features and model) so the first real request is not the slow one."""
@@ -241,17 +278,19 @@ class Predictor:
             self.model.predict(pad_batch([features] * batch))
 
     async def predict(self, data: bytes, filename: str = "upload", *, timeline: bool = False,
-                      window: float | None = None, hop: float | None = None) -> Prediction:
+                      window: float | None = None, hop: float | None = None,
+                      profile: SpeakerProfile | None = None) -> Prediction:
         """Probabilities of the whole clip; for audio longer than the model's span, the mean over windows.
 
         With ``timeline``, also the probabilities of every window (window and hop default to the model's).
+        With ``profile`` (models with a speaker reference only), the speaker's profile is the reference.
         """
         window = window or self.model.serving["window_seconds"]
         hop = hop or self.model.serving["hop_seconds"]
 
         def prepare():
             audio, whole, spans, window_features = self.featurize(data, filename, timeline=timeline, window=window,
-                                                                  hop=hop)
+                                                                  hop=hop, profile=profile)
             return (audio, whole is not None, spans), ([whole] if whole is not None else []) + window_features
 
         (audio, has_whole, spans), probs = await self._pipeline.submit(prepare)

@@ -21,7 +21,7 @@ from app import __version__  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.errors import BodySizeLimit, install_error_handlers  # noqa: E402
 from app.inference import Predictor  # noqa: E402
-from app.routes import health, model, predict  # noqa: E402
+from app.routes import health, model, predict, profile  # noqa: E402
 from training.runtime import retain_freed_memory  # noqa: E402
 
 log = logging.getLogger("app")
@@ -32,6 +32,8 @@ probability of every emotion the served model knows (see **GET /model** for its 
 and how it scored on speakers it never heard).
 
 - `POST /predict`: multipart/form-data with the audio in the field `file` (WAV; FLAC, OGG, AIFF, MP3 too).
+- `POST /profile`: a speaker profile from some of a speaker's clips (models with a speaker reference);
+  send it back with their clips to `POST /predict` (field `profile`) for answers relative to their voice.
 - `GET /health`: 200 when the model is loaded and warmed up, 503 with the reason otherwise.
 - `GET /model`: the served model's metadata.
 
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
     app.include_router(predict.router)
+    app.include_router(profile.router)
     app.include_router(health.router)
     app.include_router(model.router)
 

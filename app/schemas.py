@@ -27,6 +27,32 @@ class TimelineSegment(BaseModel):
     probabilities: dict[str, float] = Field(description="every label's probability in this window")
 
 
+class ProfileRef(BaseModel):
+    clips: int = Field(description="clips the speaker profile was made from")
+    frames: int = Field(description="feature frames it averages (10 ms each)")
+
+
+class SpeakerProfileBody(BaseModel):
+    mean: list[float] = Field(description="the speaker's mean log-mel spectrum, one value per mel bin")
+    frames: int = Field(description="feature frames averaged (10 ms each)")
+    clips: int = Field(description="clips averaged")
+    features: str = Field(description="fingerprint of the feature settings it is valid for")
+
+
+class ProfileResponse(BaseModel):
+    profile: SpeakerProfileBody = Field(description="send this object's JSON as the form field `profile` of "
+                                                    "POST /predict")
+    seconds: float = Field(description="seconds of audio the profile averages")
+    model: ModelRef
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "profile": {"mean": [0.41, 0.52, "... 64 values"], "frames": 5130, "clips": 20,
+                    "features": "3f2a9c0d1e7b4a55"},
+        "seconds": 51.3,
+        "model": {"name": "emotion", "version": 4},
+    }})
+
+
 class PredictResponse(BaseModel):
     emotion: str = Field(description="the most probable emotion")
     probability: float = Field(description="its probability, 0-1")
@@ -41,6 +67,9 @@ class PredictResponse(BaseModel):
     )
     timeline: list[TimelineSegment] | None = Field(
         None, description="with ?timeline=true: the probabilities of each window of the audio, in time order",
+    )
+    profile: ProfileRef | None = Field(
+        None, description="the speaker profile the clip was heard with, when one was sent",
     )
 
     model_config = ConfigDict(json_schema_extra={"example": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import socket
 import subprocess
@@ -90,7 +91,8 @@ def test_service_answers_what_training_features_and_the_export_give(client, serv
     predictor = Predictor(served, threads=1, max_batch=1, max_audio_seconds=600)
     for path in sorted((BUNDLED / "wav").glob("1[0-6]a0[1-2]*.flac"))[:6]:
         _, service_features = predictor.prepare(path.read_bytes(), path.name)
-        training_features = extract_one(str(path), served.features)
+        # Training's path for a test clip alone: its cached base features, finished without a profile.
+        training_features = served.features.finish(extract_one(str(path), served.features))
         np.testing.assert_array_equal(service_features, training_features)
         r = post(client, path.read_bytes(), path.name)
         expected = served.predict(training_features[None])[0]
@@ -200,6 +202,9 @@ def test_openapi_documents_the_contract(client):
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict["responses"])
     assert "example" in spec["components"]["schemas"]["PredictResponse"]
     assert {"/health", "/model"} <= set(spec["paths"])
+    profile = spec["paths"]["/profile"]["post"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(profile["responses"])
+    assert "POST /predict" in profile["description"] and "profile" in predict["description"]
     assert client.get("/docs").status_code == 200
 
 
@@ -466,3 +471,101 @@ def test_one_and_ten_seconds_of_speech(client, served, seconds):
     assert body["windows"] == (1 if seconds <= served.serving["span_seconds"] else
                                len(plan_windows(seconds, served.serving["window_seconds"],
                                                 served.serving["hop_seconds"])))
+
+
+# ------------------------------------------------------------------------------------ speaker profiles
+
+SPEAKER_08 = sorted((BUNDLED / "wav").glob("08*.flac"))
+
+
+def make_profile(client, paths) -> dict:
+    r = client.post("/profile", files=[("files", (p.name, p.read_bytes(), "audio/flac")) for p in paths])
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_default_model_uses_speaker_profiles(served):
+    assert served.features.uses_reference, "the default model's features take a speaker reference"
+
+
+def test_profile_is_the_speakers_mean_spectrum_and_predict_uses_it(client, served):
+    from training.speaker import SpeakerProfile
+
+    paths = SPEAKER_08[:12]
+    body = make_profile(client, paths)
+    profile = body["profile"]
+    expected = SpeakerProfile.from_features([extract_one(str(p), served.features) for p in paths], served.features)
+    np.testing.assert_allclose(profile["mean"], expected.mean, atol=2e-6)
+    assert (profile["clips"], profile["frames"]) == (12, expected.frames)
+    assert profile["features"] == served.features.base_fingerprint()
+    assert body["seconds"] == pytest.approx(expected.frames * 0.01, abs=0.01)
+    assert body["model"] == {"name": served.name, "version": served.version}
+
+    clip = SPEAKER_08[20]
+    alone = client.post("/predict", files={"file": (clip.name, clip.read_bytes())}).json()
+    r = client.post("/predict", files={"file": (clip.name, clip.read_bytes())}, data={"profile": json.dumps(profile)})
+    assert r.status_code == 200, r.text
+    with_profile = r.json()
+    whole_answer = client.post("/predict", files={"file": (clip.name, clip.read_bytes())}, data={"profile": json.dumps(body)})
+    assert whole_answer.json()["probabilities"] == with_profile["probabilities"], "the whole /profile answer works too"
+    assert with_profile["profile"] == {"clips": 12, "frames": expected.frames} and alone["profile"] is None
+    base = extract_one(str(clip), served.features)
+    want = served.predict(served.features.finish(base, np.asarray(profile["mean"], np.float32))[None])[0]
+    np.testing.assert_allclose(list(with_profile["probabilities"].values()), want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(list(with_profile["probabilities"].values()), list(alone["probabilities"].values()),
+                           atol=1e-3), "the profile should change the answer"
+
+
+def test_a_timeline_uses_the_profile_in_every_window(client, served):
+    profile = make_profile(client, SPEAKER_08[:5])["profile"]
+    data = long_recording(6.0)  # speaker 03's clips: any profile is accepted, it is the client's choice
+    q = "/predict?timeline=true&window=2&hop=2"
+    a = client.post(q, files={"file": ("a.wav", data)}).json()
+    b = client.post(q, files={"file": ("a.wav", data)}, data={"profile": json.dumps(profile)}).json()
+    assert len(a["timeline"]) == len(b["timeline"]) == 3
+    for x, y in zip(a["timeline"], b["timeline"]):
+        assert not np.allclose(list(x["probabilities"].values()), list(y["probabilities"].values()), atol=1e-4)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "not JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"mean": [0.1], "frames": 10, "clips": 1}', "lacks features"),
+])
+def test_bad_profiles_are_422(client, text, message):
+    r = client.post("/predict", files={"file": ("a.wav", clip_as())}, data={"profile": text})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_profile"
+    assert message in r.json()["detail"]
+
+
+def test_a_profile_from_other_feature_settings_is_refused(client, served):
+    profile = make_profile(client, SPEAKER_08[:2])["profile"]
+    r = client.post("/predict", files={"file": ("a.wav", clip_as())},
+                    data={"profile": json.dumps({**profile, "features": "0" * 16})})
+    assert r.status_code == 422 and "POST /profile" in r.json()["detail"]
+
+
+def test_profile_errors_name_the_clip(client):
+    good = SPEAKER_08[0]
+    files = [("files", (good.name, good.read_bytes())), ("files", ("notes.txt", b"not audio at all"))]
+    r = client.post("/profile", files=files)
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_audio" and "notes.txt" in r.json()["detail"]
+    short = wav_bytes(tone(0.1, 16000), 16000)
+    r = client.post("/profile", files=[("files", (good.name, good.read_bytes())), ("files", ("blip.wav", short))])
+    assert r.status_code == 422 and r.json()["code"] == "audio_too_short" and "blip.wav" in r.json()["detail"]
+    r = client.post("/profile", files=[("files", ("empty.wav", b""))])
+    assert r.status_code == 400 and r.json()["code"] == "empty_file"
+    r = client.post("/profile", data={"x": "1"})
+    assert r.status_code == 400 and r.json()["code"] == "missing_file"
+    r = client.post("/profile", files=[("files", (good.name, good.read_bytes()))] * 101)
+    assert r.status_code == 422 and r.json()["code"] == "too_many_files"
+
+
+def test_models_without_a_speaker_reference_refuse_profiles():
+    seed_model = MODELS / "emotion" / "1"  # the notebook's recipe: mean MFCCs
+    with TestClient(create_app(Settings(model_path=seed_model))) as c:
+        r = c.post("/profile", files=[("files", (CLIP.name, CLIP.read_bytes()))])
+        assert r.status_code == 422 and r.json()["code"] == "profiles_unsupported"
+        r = c.post("/predict", files={"file": ("a.wav", clip_as())}, data={"profile": "{}"})
+        assert r.status_code == 422 and r.json()["code"] == "profiles_unsupported"
+        assert c.post("/predict", files={"file": ("a.wav", clip_as())}).status_code == 200

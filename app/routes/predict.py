@@ -1,19 +1,22 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+import json
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
 from app.deps import get_predictor
 from app.errors import APIError
 from app.inference import AudioTooLongError, Predictor
-from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse, TimelineSegment
+from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse, ProfileRef, TimelineSegment
 from training.audio import AudioDecodeError, AudioTooShortError
+from training.speaker import SpeakerProfile
 
 router = APIRouter(tags=["prediction"])
 
 FORMATS = "WAV (8/16/24/32-bit integer or float, any sample rate, mono or stereo); FLAC, OGG, AIFF and MP3 too"
 
 
-def _error(description: str) -> dict:
+def error_response(description: str) -> dict:
     return {"model": ErrorResponse, "description": description}
 
 
@@ -27,13 +30,20 @@ def _error(description: str) -> dict:
                 "Long audio is never cropped: up to the model's span (GET /model: serving.span_seconds) the clip "
                 "is analysed in one pass; longer audio is cut into overlapping windows and the overall answer is "
                 "their mean. Add `?timeline=true` to get each window's probabilities too (`window` and `hop` "
-                "in seconds choose the windows).",
+                "in seconds choose the windows).\n\n"
+                "Speaker profiles (models whose features use a speaker reference, GET /model: "
+                "features.reference = 'speaker'): without a profile each clip is heard relative to itself; "
+                "send the form field `profile` (the JSON answer of POST /profile, made from other clips of the "
+                "same speaker, e.g. `curl -F 'profile=<profile.json'`) and it is heard relative to how that "
+                "speaker usually sounds, which is more accurate across speakers (README, 'What accuracy to "
+                "expect').",
     responses={
-        400: _error("no file, or an empty file (code missing_file / empty_file)"),
-        413: _error("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS"),
-        415: _error("not decodable audio (code unsupported_audio)"),
-        422: _error("audio too short to analyse (code audio_too_short)"),
-        503: _error("no model loaded (see GET /health)"),
+        400: error_response("no file, or an empty file (code missing_file / empty_file)"),
+        413: error_response("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS"),
+        415: error_response("not decodable audio (code unsupported_audio)"),
+        422: error_response("audio too short to analyse (code audio_too_short); a profile that is not valid for "
+                            "this model (invalid_profile) or a model without profiles (profiles_unsupported)"),
+        503: error_response("no model loaded (see GET /health)"),
     },
 )
 async def predict(
@@ -43,16 +53,19 @@ async def predict(
                                  "(default: the model's serving.window_seconds)"),
     hop: float | None = Query(None, ge=0.1, le=60, description="seconds between window starts "
                               "(default: the model's serving.hop_seconds)"),
+    profile: str | None = Form(None, description="optional: a speaker profile, the JSON answer of POST /profile "
+                               "(or its `profile` object); models with features.reference = 'speaker' only"),
     predictor: Predictor = Depends(get_predictor),
 ) -> PredictResponse:
     name = file.filename or "upload"
     if window is not None and hop is not None and hop > window:
         raise APIError(422, "invalid_request", f"hop ({hop:g} s) must not exceed window ({window:g} s)")
+    speaker = _parse_profile(profile, predictor) if profile is not None else None
     data = await file.read()
     if not data:
         raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
     try:
-        result = await predictor.predict(data, name, timeline=timeline, window=window, hop=hop)
+        result = await predictor.predict(data, name, timeline=timeline, window=window, hop=hop, profile=speaker)
     except AudioTooShortError as exc:
         raise APIError(422, "audio_too_short", f"'{name}' is {exc}") from None
     except AudioTooLongError as exc:
@@ -72,6 +85,24 @@ async def predict(
                            channels=result.audio.channels, format=result.audio.format),
         model=ModelRef(name=predictor.model.name, version=predictor.model.version),
         windows=result.windows,
+        profile=None if speaker is None else ProfileRef(clips=speaker.clips, frames=speaker.frames),
         timeline=None if result.timeline is None else [
             TimelineSegment(start=s.start, end=s.end, **scores(s.probabilities)) for s in result.timeline],
     )
+
+
+def _parse_profile(text: str, predictor: Predictor) -> SpeakerProfile:
+    if not predictor.uses_profiles:
+        raise APIError(422, "profiles_unsupported",
+                       f"model {predictor.model.name} version {predictor.model.version} does not use speaker "
+                       "profiles (GET /model: features.reference is not 'speaker'); send the audio alone")
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("profile"), dict):  # a whole POST /profile answer
+            data = data["profile"]
+        return predictor.parse_profile(data)
+    except json.JSONDecodeError as exc:
+        raise APIError(422, "invalid_profile", f"the form field 'profile' is not JSON ({exc.msg}); send the "
+                       "'profile' object of a POST /profile answer") from None
+    except ValueError as exc:
+        raise APIError(422, "invalid_profile", f"the form field 'profile': {exc}") from None

@@ -1,0 +1,70 @@
+"""POST /profile: a speaker profile from some of a speaker's clips, for POST /predict's `profile` field."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, UploadFile
+
+from app.deps import get_predictor
+from app.errors import APIError
+from app.inference import AudioTooLongError, Predictor
+from app.routes.predict import FORMATS, error_response
+from app.schemas import ModelRef, ProfileResponse
+from training.audio import AudioDecodeError, AudioTooShortError
+
+router = APIRouter(tags=["prediction"])
+
+#: Most clips one profile request may hold (the body size limit applies as well).
+MAX_CLIPS = 100
+
+
+@router.post(
+    "/profile",
+    response_model=ProfileResponse,
+    summary="A speaker profile from some of a speaker's clips",
+    description="Upload 1 to 100 recordings of ONE speaker as multipart/form-data, each in a field named "
+                "`files` (any emotions; their labels are neither needed nor used). The answer's `profile` is "
+                "that speaker's mean log-mel spectrum; send it back as the form field `profile` of "
+                "`POST /predict` (the JSON text of the object) with each of their clips, and the model "
+                "hears each clip relative to how that speaker usually sounds instead of relative to the clip "
+                "itself. Nothing is stored on the server: the profile lives with the client, works with every "
+                "worker and survives restarts, and is valid for models with the same feature settings "
+                "(`features`). More audio gives a better profile: on EMO-DB, 20 clips or more were as good "
+                "as all of a speaker's clips (README, 'What accuracy to expect').\n\n"
+                "Only for models whose features use a speaker reference (GET /model: "
+                "features.reference = 'speaker'); other models answer 422 `profiles_unsupported`.",
+    responses={
+        400: error_response("no file, or an empty file (code missing_file / empty_file)"),
+        413: error_response("body over SER_MAX_UPLOAD_MB, or a clip over SER_MAX_AUDIO_SECONDS"),
+        415: error_response("a clip that is not decodable audio (code unsupported_audio; the clip is named)"),
+        422: error_response("a clip too short to analyse (audio_too_short), more than 100 clips (too_many_files), "
+                            "or a model without speaker profiles (profiles_unsupported)"),
+        503: error_response("no model loaded (see GET /health)"),
+    },
+)
+async def profile(
+    files: list[UploadFile] = File(..., description=f"1 to {MAX_CLIPS} recordings of one speaker: {FORMATS}"),
+    predictor: Predictor = Depends(get_predictor),
+) -> ProfileResponse:
+    if not predictor.uses_profiles:
+        raise APIError(422, "profiles_unsupported",
+                       f"model {predictor.model.name} version {predictor.model.version} does not use speaker "
+                       "profiles (GET /model: features.reference is not 'speaker'); POST /predict the audio alone")
+    if len(files) > MAX_CLIPS:
+        raise APIError(422, "too_many_files", f"{len(files)} files; a profile takes at most {MAX_CLIPS}")
+    clips = []
+    for i, upload in enumerate(files):
+        name = upload.filename or f"file {i + 1}"
+        data = await upload.read()
+        if not data:
+            raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
+        clips.append((data, name))
+    try:
+        result = await predictor.profile(clips)
+    except AudioTooShortError as exc:
+        raise APIError(422, "audio_too_short", str(exc)) from None
+    except AudioTooLongError as exc:
+        raise APIError(413, "audio_too_long", str(exc)) from None
+    except AudioDecodeError as exc:
+        raise APIError(415, "unsupported_audio", f"{exc}. Send {FORMATS}.") from None
+    return ProfileResponse(profile=result.to_dict(), seconds=round(result.frames * predictor.frame_seconds, 2),
+                           model=ModelRef(name=predictor.model.name, version=predictor.model.version))
