@@ -11,6 +11,11 @@ For each recipe x task x seed: accuracy, UAR, macro-F1, per-class recall, traini
 feature extraction time per audio hour (measured without the cache, on all cores). Epochs are chosen on
 validation data from training speakers only.
 
+Recipes whose features use a speaker reference (``crnn``: ``LogMelFrames(reference="speaker")``) get two rows
+per task: each test clip alone (what ``POST /predict`` answers without a profile), and ``<recipe> + speaker
+profile``: each test speaker's clips with a profile made from all of that speaker's test clips (their audio,
+never their labels: the per-speaker normalisation of the published baselines in docs/mission.md).
+
     python benchmarks/accuracy.py                         # both recipes (seed = the notebook, crnn), 3 seeds
     python benchmarks/accuracy.py --recipes crnn --seeds 0 --tasks emodb-loso
 """
@@ -119,24 +124,33 @@ def _run_one(spec: dict) -> dict:
     started = time.time()
     m = run_training(cfg).metrics
     ended = time.time()
-    p = m["pooled"]
-    return {
+    row = {
         "recipe": spec["recipe"], "task": spec["task"], "corpus": m["corpus"], "protocol": m["protocol"],
         "speaker_independent": m["speaker_independent"], "seed": spec["seed"], "folds": len(m["folds"]),
-        "accuracy": p["accuracy"], "uar": p["uar"], "macro_f1": p["macro_f1"],
-        "per_class_recall": {k: v["recall"] for k, v in p["per_class"].items()},
+        **_scores(m["pooled"]),
         "train_seconds": m["timing"]["train_seconds"], "wall_seconds": round(ended - started, 1),
         "started": started, "ended": ended, "best_epochs": [f["best_epoch"] for f in m["folds"]],
     }
+    if "with_profile" in m:  # models with a speaker reference: also each test speaker with their profile
+        row["with_profile"] = _scores(m["with_profile"]["pooled"])
+    return row
+
+
+def _scores(pooled: dict) -> dict:
+    return {"accuracy": pooled["accuracy"], "uar": pooled["uar"], "macro_f1": pooled["macro_f1"],
+            "per_class_recall": {k: v["recall"] for k, v in pooled["per_class"].items()}}
 
 
 def _report(row: dict) -> dict:
     if "error" in row:
         print(f"[run] {row['recipe']} {row['task']} seed {row['seed']}: FAILED\n{row['error']}", flush=True)
         return row
+    profiled = row.get("with_profile")
     print(f"[run] {row['recipe']} {row['task']} seed {row['seed']}: accuracy {row['accuracy']:.3f} "
-          f"UAR {row['uar']:.3f} macro-F1 {row['macro_f1']:.3f} train {row['train_seconds']:.0f} s "
-          f"(wall {row['wall_seconds']:.0f} s)", flush=True)
+          f"UAR {row['uar']:.3f} macro-F1 {row['macro_f1']:.3f}"
+          + (f"; with speaker profiles: accuracy {profiled['accuracy']:.3f} UAR {profiled['uar']:.3f} "
+             f"macro-F1 {profiled['macro_f1']:.3f}" if profiled else "")
+          + f"; train {row['train_seconds']:.0f} s (wall {row['wall_seconds']:.0f} s)", flush=True)
     return row
 
 
@@ -147,16 +161,31 @@ def machine() -> dict:
             "tensorflow": tf.__version__}
 
 
+#: Suffix of the rows that score each test speaker with a profile of their (unlabelled) test clips.
+PROFILED = " + speaker profile"
+
+
+def _rows(results: dict) -> list[dict]:
+    """The runs, plus a row per run with speaker profiles (recipe name + PROFILED) for recipes that use them."""
+    rows = []
+    for r in results["runs"]:
+        rows.append(r)
+        if r.get("with_profile"):
+            rows.append({**r, **r["with_profile"], "recipe": r["recipe"] + PROFILED, "base_recipe": r["recipe"]})
+    return rows
+
+
 def table(results: dict) -> str:
     """Mean (and spread over seeds when there are several) per recipe and task."""
     lines = ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s (per seed) | elapsed s (all seeds) "
              "| features s / audio h |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results["runs"]:
+    runs = _rows(results)
+    for r in runs:
         groups.setdefault((r["recipe"], r["task"]), []).append(r)
     # TESS across speakers: both directions together (the figure the targets are stated for).
-    for recipe in sorted({r["recipe"] for r in results["runs"]}):
+    for recipe in sorted({r["recipe"] for r in runs}):
         both = groups.get((recipe, "tess-oaf-yaf"), []) + groups.get((recipe, "tess-yaf-oaf"), [])
         if groups.get((recipe, "tess-oaf-yaf")) and groups.get((recipe, "tess-yaf-oaf")):
             by_seed: dict[int, list[dict]] = {}
@@ -179,7 +208,10 @@ def table(results: dict) -> str:
     groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "seed", kv[0][0], order.index(kv[0][1]))))
     for (recipe, task), rows in groups.items():
         protocol = rows[0]["protocol"] + ("" if rows[0]["speaker_independent"] else " (speaker-dependent)")
-        fps = results["feature_seconds_per_audio_hour"].get(f"{recipe}/{rows[0]['corpus']}", float("nan"))
+        if recipe.endswith(PROFILED):
+            protocol += ", test speaker's profile"
+        feature_key = f"{rows[0].get('base_recipe', recipe)}/{rows[0]['corpus']}"
+        fps = results["feature_seconds_per_audio_hour"].get(feature_key, float("nan"))
         lines.append(
             f"| {recipe} | {task} | {protocol} | {','.join(str(r['seed']) for r in rows)} "
             f"| {fmt([r['accuracy'] for r in rows])} | {fmt([r['uar'] for r in rows])} "
@@ -204,7 +236,7 @@ def features_table(results: dict) -> str:
 
 
 def _labels(results: dict) -> list[str]:
-    return sorted({k for r in results["runs"] for k in r["per_class_recall"]})
+    return sorted({k for r in _rows(results) for k in r["per_class_recall"]})
 
 
 def main() -> int:
