@@ -91,11 +91,16 @@ async def predict(
     )
 
 
-def _parse_profile(text: str, predictor: Predictor) -> SpeakerProfile:
+def require_profiles(predictor: Predictor) -> None:
+    """422 profiles_unsupported unless the served model's features take a speaker reference."""
     if not predictor.uses_profiles:
         raise APIError(422, "profiles_unsupported",
                        f"model {predictor.model.name} version {predictor.model.version} does not use speaker "
-                       "profiles (GET /model: features.reference is not 'speaker'); send the audio alone")
+                       "profiles (GET /model: features.reference is not 'speaker'); POST /predict the audio alone")
+
+
+def _parse_profile(text: str, predictor: Predictor) -> SpeakerProfile:
+    require_profiles(predictor)
     try:
         data = json.loads(text)
         if isinstance(data, dict) and isinstance(data.get("profile"), dict):  # a whole POST /profile answer
