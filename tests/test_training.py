@@ -182,3 +182,15 @@ def test_flags_override_the_recipe():
     flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]
     cfg = _train_config(build_parser().parse_args(flags))
     assert (cfg.average_weights, cfg.augment, cfg.lr_schedule, cfg.epochs) == (False, False, "constant", 7)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    """Parallel runs (the benchmark's processes) must never share or crash on a run folder's name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.train import make_run_dir
+
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: make_run_dir(tmp_path / "runs", "emodb", "loso"), range(8)))
+    assert len(set(dirs)) == 8 and all(d.is_dir() for d in dirs)
+    assert len({d.name.split("_")[0] for d in dirs}) <= 2  # within a second or two: the same stamp, suffixed
