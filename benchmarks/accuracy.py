@@ -11,7 +11,7 @@ For each recipe x task x seed: accuracy, UAR, macro-F1, per-class recall, traini
 feature extraction time per audio hour (measured without the cache, on all cores). Epochs are chosen on
 validation data from training speakers only.
 
-Recipes whose features use a speaker reference (``crnn``: ``LogMelFrames(reference="speaker")``) get two rows
+Recipes whose features use a speaker reference (``crnn-speaker``: ``LogMelFrames(reference="speaker")``) get two rows
 per task: each test clip alone (what ``POST /predict`` answers without a profile), and ``<recipe> + speaker
 profile``: each test speaker's clips with a profile made from all of that speaker's test clips (their audio,
 never their labels: the per-speaker normalisation of the published baselines in docs/mission.md).
@@ -90,6 +90,14 @@ def run(args) -> dict:
          "runs_dir": str(runs_dir), "cache_dir": args.cache_dir, "override": args.override or {}}
         for recipe in args.recipes for task in args.tasks for seed in args.seeds
     ]
+    cores = os.cpu_count() or 1
+    if args.jobs is None:
+        # One process more than cores (when there are that many runs): a core whose run ends early does not
+        # sit idle while the last runs finish (3 seeds on 2 cores: all three side by side, not 2 then 1).
+        args.jobs = min(len(specs), cores + 1) if cores > 1 else 1
+    results["jobs"] = args.jobs
+    for spec in specs:  # side by side, each run gets its share of the cores, not TensorFlow's default of all
+        spec["threads"] = max(1, cores // args.jobs) if args.jobs > 1 else None
     if args.jobs > 1:
         # One training run per process: the models are small, so on a few cores independent runs side by side
         # get more done than one run with all threads.
@@ -108,6 +116,14 @@ def run(args) -> dict:
 def run_one(spec: dict) -> dict:
     """Train and evaluate one recipe on one task with one seed; the row of the results table (or, when the
     run failed, the error, so one failure does not lose the other runs)."""
+    if spec.get("threads"):  # runs side by side: each its share of the cores, not TensorFlow's default of all
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+            tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+        except RuntimeError:  # a reused worker process: set by its first run already
+            pass
     try:
         return _run_one(spec)
     except Exception:
@@ -248,8 +264,9 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--override", type=json.loads, default=None,
                         help='JSON of TrainConfig fields to override in every run, e.g. \'{"epochs": 30}\'')
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="training runs side by side, one process each (default: 2, or 1 on one core)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="training runs side by side, one process each (default: one more than the cores, "
+                             "at most one per run; 1 on one core)")
     parser.add_argument("--features-only", action="store_true",
                         help="only measure the feature extraction time (no training)")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))

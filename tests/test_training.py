@@ -38,7 +38,7 @@ def trained(slice_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
             "--runs-dir", str(out / "runs"), "--cache-dir", str(out / "cache"), "--models-dir", str(out / "models"),
-            "--export", "emotion"]
+            "--export", "emotion", "--refit"]
     assert main(argv) == 0
     (run_dir,) = (out / "runs").iterdir()
     return run_dir, out / "models"
@@ -58,6 +58,9 @@ def test_run_folder_holds_everything(trained, capsys):
     assert 0 <= pooled["uar"] <= 1 and np.asarray(pooled["confusion_matrix"]).sum() == pooled["n"]
     for fold in metrics["folds"]:
         assert 1 <= fold["best_epoch"] <= 3
+        # --refit: the scored model was fitted anew on the fold's training and validation utterances
+        assert fold["refit_utterances"] == fold["train"] + fold["val"] and fold["val"] > 0
+    assert "fitted anew on training + validation speakers" in (run_dir / "report.md").read_text()
     assert metrics["final_fit"]["utterances"] == pooled["n"]
 
 
@@ -159,6 +162,7 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     (fold,) = result.metrics["folds"]
     assert fold["test_speakers"] == ["03"]
     assert fold["validation"].startswith("speakers ") and "03" not in fold["validation"]
+    assert fold["refit_utterances"] is None  # the recipe scores the model validation chose
     history = json.loads((result.run_dir / "history.json").read_text())[fold["name"]]
     chance = 1 / 7
     val_uar = history["val_uar"][fold["best_epoch"] - 1]
@@ -175,8 +179,9 @@ def test_flags_override_the_recipe():
     from training.cli import _train_config, build_parser
 
     default = _train_config(build_parser().parse_args(["train"]))
-    assert (default.recipe, default.features, default.average_weights, default.augment) == (
-        "crnn-speaker", "logmel-speaker", True, True)
+    assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
+        "crnn-speaker", "logmel-speaker", True, True, False)
+    assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
     assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
     flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]

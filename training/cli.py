@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", default=S, choices=["constant", "cosine"], help="learning-rate schedule")
     p.add_argument("--average-weights", default=S, action=argparse.BooleanOptionalAction,
                    help="keep the mean of the weights of the chosen epoch and the 4 before it, not just its own")
+    p.add_argument("--refit", default=S, action=argparse.BooleanOptionalAction,
+                   help="after validation chose a fold's epochs, fit again on its training and validation "
+                        "speakers for that many epochs and evaluate that model (about twice the training time)")
     p.add_argument("--seed", default=S, type=int, help="random seed of splits, initialisation, shuffling (default: 0)")
     p.add_argument("--no-final-fit", dest="final_fit", default=S, action="store_false",
                    help="evaluate only; do not fit the final model on all data")

@@ -16,11 +16,13 @@ DEFAULT_CORPUS = PROJECT_ROOT / "data" / "emodb"
 RECIPES: dict[str, dict[str, Any]] = {
     # The notebook this project grew from, exactly: mean MFCCs, LSTM over 40 coefficients, 100 x 512.
     "seed": {"features": "seed", "model": "seed", "epochs": 100, "batch_size": 512, "patience": None,
-             "class_weight": False, "augment": False, "lr_schedule": "constant", "average_weights": False},
+             "class_weight": False, "augment": False, "lr_schedule": "constant", "average_weights": False,
+             "refit": False},
     # Frames: log-mel + pitch (YIN), conv front-end, BiLSTM over time, attention; augmentation that
     # simulates other speakers; class weights; cosine learning-rate decay.
     "crnn": {"features": "logmel", "model": "crnn", "epochs": 60, "batch_size": 32, "patience": None,
-             "class_weight": True, "augment": True, "lr_schedule": "cosine", "average_weights": True},
+             "class_weight": True, "augment": True, "lr_schedule": "cosine", "average_weights": True,
+             "refit": False},
 }
 # The same, reading each clip relative to its speaker: every log-mel bin minus the speaker's mean spectrum
 # (a profile of some of their clips, POST /profile) or, without one, minus the clip's own mean. Trained
@@ -53,6 +55,8 @@ class TrainConfig:
     augment: bool = RECIPES[DEFAULT_RECIPE]["augment"]
     lr_schedule: str = RECIPES[DEFAULT_RECIPE]["lr_schedule"]  # or "constant"
     average_weights: bool = RECIPES[DEFAULT_RECIPE]["average_weights"]  # mean of the chosen window's weights
+    # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
+    refit: bool = RECIPES[DEFAULT_RECIPE]["refit"]
     seed: int = 0
     # final model on all data, for export
     final_fit: bool = True

@@ -382,6 +382,8 @@ def run_training(cfg: TrainConfig) -> RunResult:
                  metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
         report = {**fold.describe(), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history.get("loss", [])),
+                  # --refit: the scored model was fitted anew on this many utterances (training + validation)
+                  "refit_utterances": int(len(fold.train) + len(fold.val)) if cfg.refit and len(fold.val) else None,
                   "train_seconds": round(result.seconds, 2), "metrics": metrics}
         if feature_set.uses_reference:
             # And each test speaker with a profile of all of their test clips (their audio, not their labels).
@@ -459,17 +461,33 @@ def _sampler(features, speakers, feature_set, idx):
 
 
 def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y, n_classes, augment) -> FitResult:
+    """Fit on the fold's training speakers, choosing the epoch on its validation speakers; with ``cfg.refit``
+    (and validation speakers), then fit a fresh model on training + validation speakers for the chosen
+    number of epochs, as the final model is fitted on all data: that model is evaluated, the test speakers
+    stay unseen and the validation speakers' clips are no longer left out of training."""
     val = [features[i] for i in fold.val]
     if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
         val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
-    return fit_model(
+    common = dict(n_classes=n_classes, batch_size=cfg.batch_size, balance=cfg.class_weight, augment=augment,
+                  lr_schedule=cfg.lr_schedule, average_weights=cfg.average_weights)
+    chosen = fit_model(
         build,
         ([features[i] for i in fold.train], y[fold.train]),
         (val, y[fold.val]),
-        n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
-        patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, fold.train),
+        epochs=cfg.epochs, seed=cfg.seed * 1000 + k, patience=cfg.patience,
+        sample=_sampler(features, speakers, feature_set, fold.train), **common,
     )
+    if not (cfg.refit and len(fold.val)):
+        return chosen
+    idx = np.sort(np.concatenate([fold.train, fold.val]))
+    refit = fit_model(
+        build, ([features[i] for i in idx], y[idx]), None,
+        epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k,
+        sample=_sampler(features, speakers, feature_set, idx), **common,
+    )
+    log.info("fold %s: refitted on %d utterances for %d epochs, %.1f s", fold.name, len(idx), chosen.best_epoch,
+             refit.seconds)
+    return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
 
 
 def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int]):
@@ -609,6 +627,9 @@ def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig
         f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}; epochs {cfg.epochs}, "
         f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
         f"augmentation {cfg.augment}, seed {cfg.seed}",
+        "- each fold: the epoch chosen on its validation speakers"
+        + ("; the model evaluated is then fitted anew on training + validation speakers for that many epochs"
+           if cfg.refit else "; that model is evaluated"),
         "",
         "## Results (test predictions pooled over folds)",
         "",
