@@ -60,7 +60,7 @@ def test_run_folder_holds_everything(trained, capsys):
         assert 1 <= fold["best_epoch"] <= 3
         # --refit: the scored model was fitted anew on the fold's training and validation utterances
         assert fold["refit_utterances"] == fold["train"] + fold["val"] and fold["val"] > 0
-    assert "fitted anew on training + validation speakers" in (run_dir / "report.md").read_text()
+    assert "fitted anew on training + validation utterances" in (run_dir / "report.md").read_text()
     assert metrics["final_fit"]["utterances"] == pooled["n"]
 
 

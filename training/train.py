@@ -468,26 +468,34 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y
     val = [features[i] for i in fold.val]
     if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
         val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
-    common = dict(n_classes=n_classes, batch_size=cfg.batch_size, balance=cfg.class_weight, augment=augment,
-                  lr_schedule=cfg.lr_schedule, average_weights=cfg.average_weights)
     chosen = fit_model(
         build,
         ([features[i] for i in fold.train], y[fold.train]),
         (val, y[fold.val]),
-        epochs=cfg.epochs, seed=cfg.seed * 1000 + k, patience=cfg.patience,
-        sample=_sampler(features, speakers, feature_set, fold.train), **common,
+        n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
+        patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, fold.train),
     )
     if not (cfg.refit and len(fold.val)):
         return chosen
     idx = np.sort(np.concatenate([fold.train, fold.val]))
-    refit = fit_model(
-        build, ([features[i] for i in idx], y[idx]), None,
-        epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k,
-        sample=_sampler(features, speakers, feature_set, idx), **common,
-    )
+    refit = _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment,
+                     epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k)
     log.info("fold %s: refitted on %d utterances for %d epochs, %.1f s", fold.name, len(idx), chosen.best_epoch,
              refit.seconds)
     return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
+
+
+def _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment, *, epochs: int,
+             seed: int) -> FitResult:
+    """Fit on the utterances ``idx`` for a number of epochs validation chose elsewhere (no validation set):
+    a fold's refit and the final model."""
+    return fit_model(
+        build, ([features[i] for i in idx], y[idx]), None,
+        n_classes=n_classes, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+        balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, idx),
+    )
 
 
 def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int]):
@@ -497,12 +505,8 @@ def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, label
         train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
     else:
         train_idx = np.arange(len(features))
-    result = fit_model(
-        build, ([features[i] for i in train_idx], y[train_idx]), None,
-        n_classes=len(labels), epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 999,
-        balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, train_idx),
-    )
+    result = _fit_for(cfg, build, features, speakers, feature_set, y, train_idx, len(labels), augment,
+                      epochs=epochs, seed=cfg.seed * 1000 + 999)
     log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
              len(train_idx), epochs, result.seconds)
     return result.model, {
@@ -627,8 +631,8 @@ def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig
         f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}; epochs {cfg.epochs}, "
         f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
         f"augmentation {cfg.augment}, seed {cfg.seed}",
-        "- each fold: the epoch chosen on its validation speakers"
-        + ("; the model evaluated is then fitted anew on training + validation speakers for that many epochs"
+        "- each fold: the epoch chosen on its validation data"
+        + ("; the model evaluated is then fitted anew on training + validation utterances for that many epochs"
            if cfg.refit else "; that model is evaluated"),
         "",
         "## Results (test predictions pooled over folds)",
