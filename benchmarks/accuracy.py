@@ -70,8 +70,14 @@ def feature_seconds_per_audio_hour(corpus_dir: Path, feature_name: str, cache_di
 
 
 def run(args) -> dict:
+    if args.runs_dir:
+        return _run(args, Path(args.runs_dir))
+    with tempfile.TemporaryDirectory(prefix="ser-bench-") as runs_dir:  # the run folders are not kept
+        return _run(args, Path(runs_dir))
+
+
+def _run(args, runs_dir: Path) -> dict:
     shared = Path(args.shared)
-    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="ser-bench-"))
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "jobs": args.jobs, "feature_seconds_per_audio_hour": {}, "runs": [], "failed": []}
     corpora = sorted({TASKS[t]["corpus"] for t in args.tasks})
