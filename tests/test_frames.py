@@ -204,3 +204,62 @@ def test_exported_frame_model_takes_any_length(crnn, tmp_path):
     both = exported.predict(pad_batch([one, ten]))
     np.testing.assert_allclose(both[0], exported.predict(one[None])[0], atol=1e-5)
     assert exported.metadata["input"]["shape"] == [None, None, one.shape[1]]
+
+
+
+# ------------------------------------------------------------------------------ crnn_ensemble: two members
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from training.models import build_crnn_ensemble
+
+    return build_crnn_ensemble((None, _clip(1.0).shape[1]), 7, members=2)
+
+
+def _heads(model, training: bool, x):
+    """Each member's probabilities and the model's output, from one call."""
+    import keras
+
+    heads = [model.get_layer(f"member{i}_probabilities").output for i in (0, 1)] + [model.output]
+    return [np.asarray(t) for t in keras.Model(model.input, heads)(x, training=training)]
+
+
+def test_ensemble_answers_the_mean_of_its_members(pair):
+    x = _clip(2.0, 5)[None]
+    a, b, out = _heads(pair, False, x)
+    assert np.abs(a - b).max() > 1e-3, "two members, two initialisations: different answers"
+    np.testing.assert_allclose(out, (a + b) / 2, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pair(x, training=False)), out, atol=1e-6)
+
+
+def test_ensemble_trains_each_member_on_its_own_loss(pair):
+    from training.models import MemberCrossentropy
+
+    x = _clip(2.0, 6)[None]
+    y = np.eye(7, dtype=np.float32)[[2]]
+    smooth = y * 0.9 + 0.1 / 7
+    # Training mode: the members' unnormalised geometric mean, whose loss is the mean of their own losses
+    # (dropout makes training-mode outputs random, so the members come from the same call).
+    a, b, out = _heads(pair, True, x)
+    np.testing.assert_allclose(out, np.sqrt(a * b), rtol=1e-4)
+    each = [-(smooth * np.log(p)).sum() for p in (a, b)]
+    np.testing.assert_allclose(float(MemberCrossentropy(label_smoothing=0.1)(y, out)), np.mean(each), rtol=1e-4)
+    # With one member the loss is Keras's own cross-entropy.
+    import keras
+
+    p = np.asarray(keras.ops.softmax(np.random.default_rng(0).normal(size=(4, 7)).astype(np.float32)))
+    yy = np.eye(7, dtype=np.float32)[[0, 3, 6, 2]]
+    np.testing.assert_allclose(float(MemberCrossentropy(label_smoothing=0.1)(yy, p)),
+                               float(keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(yy, p)), rtol=1e-5)
+
+
+def test_ensemble_padding_and_export(pair, tmp_path):
+    from training.export import ExportedModel, export_model
+
+    short, long = _clip(1.0, 1), _clip(9.0, 2)
+    batched = np.asarray(pair(pad_batch([short, long]), training=False))
+    np.testing.assert_allclose(batched[0], np.asarray(pair(short[None], training=False))[0], atol=1e-5)
+    export_model(pair, tmp_path, "pair", {"labels": list("abcdefg"), "features": FRAMES.to_dict()})
+    exported = ExportedModel.load(tmp_path / "pair")
+    np.testing.assert_allclose(exported.predict(pad_batch([short, long])), batched, atol=1e-5)

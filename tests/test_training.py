@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import BUNDLED
 from training.cli import main
-from training.config import TrainConfig
+from training.config import DEFAULT_RECIPE, TrainConfig
 from training.corpora import load_corpus
 from training.export import ExportedModel, resolve_model_dir
 from training.extraction import extract_one
@@ -79,7 +79,9 @@ def test_export_layout_and_metadata(trained):
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
     meta = json.loads((version_dir / "metadata.json").read_text())
     assert meta["labels"] == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
-    assert meta["features"]["kind"] == "logmel_frames" and meta["model"]["builder"] == "crnn"
+    assert meta["features"]["kind"] == "logmel_frames"
+    # The default recipe: two crnn members in one model, one SavedModel
+    assert meta["model"]["builder"] == "crnn_ensemble" and meta["model"]["args"] == {"members": 2}
     assert meta["input"]["shape"][:2] == [None, None], "the frame model takes any number of frames"
     longest = max(float(r["duration"]) for r in csv.DictReader((run_dir / "manifest.csv").open()))
     assert longest <= meta["serving"]["span_seconds"] <= longest + 0.5, "the span is the longest training clip"
@@ -155,7 +157,7 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     manifest = tmp_path / "six.csv"
     with manifest.open("w", newline="") as f:
         csv.writer(f).writerows([("path", "emotion", "speaker"), *rows])
-    cfg = TrainConfig.from_recipe("crnn-speaker", data=str(manifest), protocol="speaker", test_speakers=["03"],
+    cfg = TrainConfig.from_recipe(DEFAULT_RECIPE, data=str(manifest), protocol="speaker", test_speakers=["03"],
                                   epochs=25, final_fit=False, runs_dir=str(tmp_path / "runs"),
                                   cache_dir=str(tmp_path / "cache"), progress=False)
     result = run_training(cfg)
@@ -180,7 +182,9 @@ def test_flags_override_the_recipe():
 
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
-        "crnn-speaker", "logmel-speaker", True, True, False)
+        "crnn-speaker-pair", "logmel-speaker", True, True, False)
+    assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
+    assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-speaker"])).model_args == {}
     assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
     assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)

@@ -11,14 +11,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
-from training.config import DEFAULT_CORPUS, RECIPES, TrainConfig  # noqa: E402
+from training.config import DEFAULT_CORPUS, DEFAULT_RECIPE, RECIPES, TrainConfig  # noqa: E402
 
 log = logging.getLogger("training")
 
 EPILOG = """\
 examples:
   python -m training analyze                       # EDA of the bundled EMO-DB into runs/
-  python -m training train                         # frame model (crnn), leave-one-speaker-out on EMO-DB
+  python -m training train                         # default recipe, leave-one-speaker-out on EMO-DB
+  python -m training train --recipe crnn           # one frame model, no speaker reference (1-2 speakers)
   python -m training train --recipe seed           # the notebook's recipe, same protocol
   python -m training train --data path/to/TESS --protocol speaker --test-speakers YAF
   python -m training train --protocol random --epochs 50 --export emotion
@@ -86,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", default=S, metavar="PATH", help="protocol cross-corpus: the corpus to test on")
     p.add_argument("--test-layout", default=S, help="layout of --test-data (default: auto)")
     p.add_argument("--recipe", default=S, choices=list(RECIPES),
-                   help="settings bundle: crnn (frames, the default) or seed (the notebook); "
+                   help=f"settings bundle (default {DEFAULT_RECIPE}); "
                         + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in RECIPES.items()))
     p.add_argument("--features", default=S, choices=sorted(FEATURE_SETS), help="feature set (default: the recipe's)")
-    p.add_argument("--model", default=S, help="model builder: crnn or seed (default: the recipe's)")
+    p.add_argument("--model", default=S, help="model builder: crnn_ensemble, crnn or seed (default: the recipe's)")
     p.add_argument("--model-arg", dest="model_args", action="append", default=S, metavar="KEY=VALUE",
                    help="model builder argument, value as JSON (e.g. lstm_units=64, dense_units=[64,32]); repeatable")
     p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: the recipe's)")

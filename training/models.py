@@ -129,10 +129,12 @@ class MaskedStatsPooling(_TimePooling):
         return ops.concatenate([mean, ops.sqrt(var + 1e-6)], axis=-1)
 
 
-def build_crnn(
-    input_shape: tuple[int | None, int],
+def _crnn_branch(
+    features,
+    mask,
     n_classes: int,
     *,
+    prefix: str = "",
     conv_filters: tuple[int, ...] = (96, 128),
     kernel_size: int = 5,
     pool: int = 4,
@@ -141,37 +143,47 @@ def build_crnn(
     dense_units: int = 64,
     dropout: float = 0.3,
     stats_pooling: bool = True,
+):
+    """The layers of :func:`build_crnn` from its input frames and their frame mask to its probabilities."""
+    x = layers.SpatialDropout1D(0.1)(features)
+    for i, filters in enumerate(conv_filters):
+        x = layers.Conv1D(filters, kernel_size, padding="same", use_bias=False, name=f"{prefix}conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling1D(pool, name=f"{prefix}pool{i}")(x)
+        mask = PoolMask(pool)(mask)
+        # Padded frames are not zero after BatchNorm; zero them before the next convolution reads them.
+        x = ApplyMask()(x, mask)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Bidirectional(layers.LSTM(lstm_units, return_sequences=True), name=f"{prefix}bilstm")(
+        x, mask=ops.cast(mask, "bool"))
+    pooled = MaskedAttentionPooling(attention_units, name=f"{prefix}attention")(x, mask)
+    if stats_pooling:
+        pooled = layers.Concatenate()([pooled, MaskedStatsPooling(name=f"{prefix}statistics")(x, mask)])
+    x = layers.Dropout(dropout)(pooled)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(n_classes, activation="softmax", name=f"{prefix}probabilities")(x)
+
+
+def build_crnn(
+    input_shape: tuple[int | None, int],
+    n_classes: int,
+    *,
     label_smoothing: float = 0.1,
     learning_rate: float = 2e-3,
+    **branch_args,
 ) -> keras.Model:
     """Conv front-end (downsamples time by ``pool`` per block) -> BiLSTM over time -> attention and
     statistics pooling -> softmax.
 
     With the defaults, the LSTM steps every 160 ms (10 ms frames pooled by 4, twice). Takes
     ``(batch, frames, dims)`` of any length: every block re-applies the padding mask, the LSTM skips
-    padded steps and both poolings ignore them.
+    padded steps and both poolings ignore them. ``branch_args``: the sizes of :func:`_crnn_branch`.
     """
     features = keras.Input(shape=(None, input_shape[-1]), name="features")
     mask = FrameMask(name="frame_mask")(features)
-    x = layers.SpatialDropout1D(0.1)(features)
-    for i, filters in enumerate(conv_filters):
-        x = layers.Conv1D(filters, kernel_size, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.Activation("relu")(x)
-        x = layers.MaxPooling1D(pool, name=f"pool{i}")(x)
-        mask = PoolMask(pool)(mask)
-        # Padded frames are not zero after BatchNorm; zero them before the next convolution reads them.
-        x = ApplyMask()(x, mask)
-    x = layers.Dropout(dropout)(x)
-    x = layers.Bidirectional(layers.LSTM(lstm_units, return_sequences=True), name="bilstm")(
-        x, mask=ops.cast(mask, "bool"))
-    pooled = MaskedAttentionPooling(attention_units, name="attention")(x, mask)
-    if stats_pooling:
-        pooled = layers.Concatenate()([pooled, MaskedStatsPooling(name="statistics")(x, mask)])
-    x = layers.Dropout(dropout)(pooled)
-    x = layers.Dense(dense_units, activation="relu")(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    outputs = _crnn_branch(features, mask, n_classes, **branch_args)
     model = keras.Model(features, outputs, name="crnn")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -181,7 +193,78 @@ def build_crnn(
     return model
 
 
+# --------------------------------------------------------------------------- an ensemble in one model
+# Averaging the probabilities of independently trained models is the most reliable gain there is for a
+# model that one seed decides this much about (benchmarks/README.md). crnn_ensemble trains its members side
+# by side in one Keras model, each on its own loss, and exports as one SavedModel: one call serves all.
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class MemberMean(layers.Layer):
+    """The ensemble's answer: the mean of the members' probabilities.
+
+    In training it returns, instead, the members' unnormalised geometric mean: with
+    :class:`MemberCrossentropy` (cross-entropy without renormalising) the loss is then exactly the mean of
+    each member's own cross-entropy, so every member learns to answer alone, as independently trained
+    ensemble members do, rather than to patch the others' errors.
+    """
+
+    def call(self, members, training=None):
+        stacked = ops.stack(members, axis=0)
+        if training:
+            return ops.exp(ops.mean(ops.log(ops.clip(stacked, 1e-7, 1.0)), axis=0))
+        return ops.mean(stacked, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class MemberCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy (with label smoothing) of ``y_pred`` as given, not renormalised to sum 1."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "member_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        n = ops.cast(ops.shape(y_true)[-1], y_pred.dtype)
+        y_true = ops.cast(y_true, y_pred.dtype) * (1 - self.label_smoothing) + self.label_smoothing / n
+        return -ops.sum(y_true * ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def build_crnn_ensemble(
+    input_shape: tuple[int | None, int],
+    n_classes: int,
+    *,
+    members: int = 2,
+    label_smoothing: float = 0.1,
+    learning_rate: float = 2e-3,
+    **branch_args,
+) -> keras.Model:
+    """``members`` :func:`build_crnn` networks over the same frames (layers ``member0_conv0`` ...), each with
+    its own initial weights and dropout, answering the mean of their probabilities (:class:`MemberMean`).
+
+    They see the same batches and are trained together, but each on its own cross-entropy: the members of
+    an ensemble for the price of one training loop, and one model call at serving time.
+    """
+    if members < 1:
+        raise ValueError(f"an ensemble needs at least one member, not {members}")
+    features = keras.Input(shape=(None, input_shape[-1]), name="features")
+    mask = FrameMask(name="frame_mask")(features)
+    outputs = MemberMean(name="probabilities")(
+        [_crnn_branch(features, mask, n_classes, prefix=f"member{i}_", **branch_args) for i in range(members)])
+    model = keras.Model(features, outputs, name="crnn_ensemble")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=MemberCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "seed": build_seed,
     "crnn": build_crnn,
+    "crnn_ensemble": build_crnn_ensemble,
 }
