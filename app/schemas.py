@@ -49,7 +49,7 @@ class ProfileResponse(BaseModel):
         "profile": {"mean": [0.41, 0.52, "... 64 values"], "frames": 5130, "clips": 20,
                     "features": "3f2a9c0d1e7b4a55"},
         "seconds": 51.3,
-        "model": {"name": "emotion", "version": 4},
+        "model": {"name": "emotion", "version": 5},
     }})
 
 
