@@ -16,7 +16,7 @@ per task: each test clip alone (what ``POST /predict`` answers without a profile
 profile``: each test speaker's clips with a profile made from all of that speaker's test clips (their audio,
 never their labels: the per-speaker normalisation of the published baselines in docs/mission.md).
 
-    python benchmarks/accuracy.py                         # every recipe (seed = the notebook, crnn, crnn-speaker), 3 seeds
+    python benchmarks/accuracy.py                         # every recipe in training/config.py RECIPES, 3 seeds
     python benchmarks/accuracy.py --recipes crnn --seeds 0 --tasks emodb-loso
 """
 

@@ -30,7 +30,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPES["crnn-speaker"] = {**RECIPES["crnn"], "features": "logmel-speaker"}
 # Two crnn-speaker networks in one model, trained side by side each on its own loss, answering the mean of
 # their probabilities (training/models.py, build_crnn_ensemble): twice the training time and one model call
-# that takes about 1.5 times as long, for 0.810 instead of 0.789 UAR with profiles on EMO-DB across speakers.
+# that takes 1.5-1.8 times as long, for 0.810 instead of 0.789 UAR with profiles on EMO-DB across speakers.
 RECIPES["crnn-speaker-pair"] = {**RECIPES["crnn-speaker"], "model": "crnn_ensemble", "model_args": {"members": 2}}
 DEFAULT_RECIPE = "crnn-speaker-pair"
 

@@ -468,14 +468,8 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y
     val = [features[i] for i in fold.val]
     if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
         val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
-    chosen = fit_model(
-        build,
-        ([features[i] for i in fold.train], y[fold.train]),
-        (val, y[fold.val]),
-        n_classes=n_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + k,
-        patience=cfg.patience, balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, fold.train),
-    )
+    chosen = _fit_for(cfg, build, features, speakers, feature_set, y, fold.train, n_classes, augment,
+                      epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, y[fold.val]), patience=cfg.patience)
     if not (cfg.refit and len(fold.val)):
         return chosen
     idx = np.sort(np.concatenate([fold.train, fold.val]))
@@ -487,12 +481,12 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y
 
 
 def _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment, *, epochs: int,
-             seed: int) -> FitResult:
-    """Fit on the utterances ``idx`` for a number of epochs validation chose elsewhere (no validation set):
-    a fold's refit and the final model."""
+             seed: int, val=None, patience: int | None = None) -> FitResult:
+    """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
+    model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model)."""
     return fit_model(
-        build, ([features[i] for i in idx], y[idx]), None,
-        n_classes=n_classes, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+        build, ([features[i] for i in idx], y[idx]), val,
+        n_classes=n_classes, epochs=epochs, batch_size=cfg.batch_size, seed=seed, patience=patience,
         balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
         average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, idx),
     )
