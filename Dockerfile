@@ -47,10 +47,10 @@ ENTRYPOINT ["python", "-m", "training"]
 CMD ["train", "--export", "emotion"]
 
 
-# The API: the app, the modules a model's predictions depend on (decoding, features, export format,
+# The API: the app, the modules a model's predictions depend on (decoding, speech detection, features, export format,
 # allocator tuning), and the default model. tests/test_runtime.py checks this list against app's imports.
 FROM base AS api
-COPY training/__init__.py training/audio.py training/features.py training/export.py training/runtime.py training/speaker.py training/
+COPY training/__init__.py training/audio.py training/features.py training/export.py training/runtime.py training/speaker.py training/speech.py training/
 COPY app/ app/
 COPY models/ models/
 # ser (numeric, so that runtimes can check it is not root without reading /etc/passwd)

@@ -22,9 +22,11 @@ class AudioSummary(BaseModel):
 class TimelineSegment(BaseModel):
     start: float = Field(description="window start, seconds from the beginning of the audio")
     end: float = Field(description="window end, seconds")
-    emotion: str = Field(description="the most probable emotion in this window")
-    probability: float = Field(description="its probability")
-    probabilities: dict[str, float] = Field(description="every label's probability in this window")
+    speech: bool = Field(True, description="false when the window holds no speech: it has no emotion and is left "
+                                           "out of the overall answer")
+    emotion: str | None = Field(None, description="the most probable emotion in this window (null without speech)")
+    probability: float | None = Field(None, description="its probability")
+    probabilities: dict[str, float] | None = Field(None, description="every label's probability in this window")
 
 
 class ProfileRef(BaseModel):
@@ -63,7 +65,12 @@ class PredictResponse(BaseModel):
     model: ModelRef
     windows: int = Field(
         1, description="1 when the whole clip was analysed in one pass; for audio longer than the model's span "
-                       "(GET /model: serving.span_seconds) the overall answer is the mean over this many windows",
+                       "(GET /model: serving.span_seconds) the overall answer is the mean over this many windows "
+                       "(those with speech)",
+    )
+    speech_seconds: float = Field(
+        description="seconds of speech found in the upload; silence and noise around and between it are not "
+                    "analysed (models with a speech detector, GET /model: features.speech)",
     )
     timeline: list[TimelineSegment] | None = Field(
         None, description="with ?timeline=true: the probabilities of each window of the audio, in time order",
@@ -80,6 +87,7 @@ class PredictResponse(BaseModel):
         "audio": {"duration": 2.61, "sample_rate": 16000, "channels": 1, "format": "WAV"},
         "model": {"name": "emotion", "version": 1},
         "windows": 1,
+        "speech_seconds": 2.31,
     }})
 
 

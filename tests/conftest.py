@@ -28,6 +28,22 @@ def tone(seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, channels: i
     return out.astype(np.float32)
 
 
+def speech(seconds: float = 1.0, sr: int = 16000, channels: int = 1, start: int = 0) -> np.ndarray:
+    """Real speech: bundled EMO-DB clips end to end (from the ``start``-th file), cut to ``seconds``,
+    resampled to ``sr``; shape (frames, channels), the channels at falling gain."""
+    from training.features import resample
+
+    files = sorted((BUNDLED / "wav").glob("*.flac"))
+    parts, total, k = [], 0, start
+    while total < seconds * 16000:
+        y, file_sr = sf.read(files[k % len(files)], dtype="float32")
+        parts.append(resample(y, file_sr, 16000))
+        total += len(parts[-1])
+        k += 1
+    y = resample(np.concatenate(parts)[: int(seconds * 16000)], 16000, sr)
+    return np.stack([y * (0.9 ** c) for c in range(channels)], axis=1).astype(np.float32)
+
+
 def write_audio(path: Path, seconds: float = 1.0, sr: int = 16000, *, channels: int = 1, freq: float = 220.0,
                 format: str | None = None, subtype: str | None = None, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

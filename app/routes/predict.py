@@ -10,6 +10,7 @@ from app.inference import AudioTooLongError, Predictor
 from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse, ProfileRef, TimelineSegment
 from training.audio import AudioDecodeError, AudioTooShortError
 from training.speaker import SpeakerProfile
+from training.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
 
@@ -41,8 +42,9 @@ def error_response(description: str) -> dict:
         400: error_response("no file, or an empty file (code missing_file / empty_file)"),
         413: error_response("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS"),
         415: error_response("not decodable audio (code unsupported_audio)"),
-        422: error_response("audio too short to analyse (code audio_too_short); a profile that is not valid for "
-                            "this model (invalid_profile) or a model without profiles (profiles_unsupported)"),
+        422: error_response("no speech in the audio (code no_speech: silence, noise, a click); audio too short to "
+                            "analyse (audio_too_short); a profile that is not valid for this model "
+                            "(invalid_profile) or a model without profiles (profiles_unsupported)"),
         503: error_response("no model loaded (see GET /health)"),
     },
 )
@@ -66,6 +68,8 @@ async def predict(
         raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
     try:
         result = await predictor.predict(data, name, timeline=timeline, window=window, hop=hop, profile=speaker)
+    except NoSpeechError as exc:
+        raise APIError(422, "no_speech", f"'{name}': {exc}") from None
     except AudioTooShortError as exc:
         raise APIError(422, "audio_too_short", f"'{name}' is {exc}") from None
     except AudioTooLongError as exc:
@@ -75,6 +79,8 @@ async def predict(
     labels = predictor.labels
 
     def scores(probs):
+        if probs is None:  # a timeline window without speech
+            return {"speech": False}
         top = int(probs.argmax())
         return {"emotion": labels[top], "probability": float(probs[top]),
                 "probabilities": {label: float(p) for label, p in zip(labels, probs)}}
@@ -85,6 +91,7 @@ async def predict(
                            channels=result.audio.channels, format=result.audio.format),
         model=ModelRef(name=predictor.model.name, version=predictor.model.version),
         windows=result.windows,
+        speech_seconds=result.speech_seconds,
         profile=None if speaker is None else ProfileRef(clips=speaker.clips, frames=speaker.frames),
         timeline=None if result.timeline is None else [
             TimelineSegment(start=s.start, end=s.end, **scores(s.probabilities)) for s in result.timeline],

@@ -10,6 +10,7 @@ from app.inference import AudioTooLongError, Predictor
 from app.routes.predict import FORMATS, error_response, require_profiles
 from app.schemas import ModelRef, ProfileResponse
 from training.audio import AudioDecodeError, AudioTooShortError
+from training.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
 
@@ -26,7 +27,8 @@ MAX_CLIPS = 100
                 "that speaker's mean log-mel spectrum; send it back as the form field `profile` of "
                 "`POST /predict` (the JSON text of the object) with each of their clips, and the model "
                 "hears each clip relative to how that speaker usually sounds instead of relative to the clip "
-                "itself. Nothing is stored on the server: the profile lives with the client, works with every "
+                "itself. Only speech counts: silence and noise in the clips are left out (models with a speech "
+                "detector, GET /model: features.speech), and a clip without speech is refused by name. Nothing is stored on the server: the profile lives with the client, works with every "
                 "worker and survives restarts, and is valid for models with the same feature settings "
                 "(`features`). More audio gives a better profile: on EMO-DB, 20 clips came close to all of a "
                 "speaker's (about 53) and 5 clips did less well (README, 'What accuracy to expect').\n\n"
@@ -36,7 +38,8 @@ MAX_CLIPS = 100
         400: error_response("no file, or an empty file (code missing_file / empty_file)"),
         413: error_response("body over SER_MAX_UPLOAD_MB, or a clip over SER_MAX_AUDIO_SECONDS"),
         415: error_response("a clip that is not decodable audio (code unsupported_audio; the clip is named)"),
-        422: error_response("a clip too short to analyse (audio_too_short), more than 100 clips (too_many_files), "
+        422: error_response("a clip without speech (no_speech; the clip is named), a clip too short to analyse "
+                            "(audio_too_short), more than 100 clips (too_many_files), "
                             "or a model without speaker profiles (profiles_unsupported)"),
         503: error_response("no model loaded (see GET /health)"),
     },
@@ -57,6 +60,8 @@ async def profile(
         clips.append((data, name))
     try:
         result = await predictor.profile(clips)
+    except NoSpeechError as exc:
+        raise APIError(422, "no_speech", str(exc)) from None
     except AudioTooShortError as exc:
         raise APIError(422, "audio_too_short", str(exc)) from None
     except AudioTooLongError as exc:

@@ -1,0 +1,172 @@
+"""Speech detection (training/speech.py) on real audio: what it keeps, what it refuses, and the service's use
+of it (no_speech, timeline windows without speech, speech seconds)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import BUNDLED, ROOT, speech
+from training.audio import Audio, read_audio
+from training.features import FEATURE_SETS, LogMelFrames, settings_from_dict
+from training.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
+
+SR = 16000
+CLIP = BUNDLED / "wav" / "03a01Fa.flac"  # speaker 03, happy, 1.9 s
+
+
+def clip() -> np.ndarray:
+    return read_audio(CLIP).samples
+
+
+def click(seconds: float = 3.0) -> np.ndarray:
+    y = np.zeros(int(seconds * SR), np.float32)
+    n = int(0.05 * SR)
+    y[SR: SR + n] = 0.8 * np.hanning(n) * np.sin(np.arange(n) * 0.9)
+    return y
+
+
+def noise(seconds: float = 3.0, level: float = 0.05, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * SR)) * level).astype(np.float32)
+
+
+def pad(y: np.ndarray, before: float = 1.0, after: float = 1.0, level: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal(int(before * SR)) * level).astype(np.float32)
+    b = (rng.standard_normal(int(after * SR)) * level).astype(np.float32)
+    return np.concatenate([a, y, b])
+
+
+def test_speech_of_a_clip_is_kept_and_padding_removed():
+    y = clip()
+    kept = DEFAULT_DETECTOR.keep(y, SR)
+    assert 0.8 * len(y) <= len(kept) <= len(y)
+    for level in (0.0, 1e-3):  # digital silence, then a -60 dBFS noise floor
+        padded = pad(y, level=level)
+        trimmed = DEFAULT_DETECTOR.keep(padded, SR)
+        # 2 s of padding go, apart from the margins kept around speech
+        assert abs(len(trimmed) - len(kept)) <= 2 * DEFAULT_DETECTOR.margin * SR + 0.05 * SR, level
+
+
+@pytest.mark.parametrize("what", ["silence", "white noise", "low noise", "click"])
+def test_no_speech_in_silence_noise_or_a_click(what):
+    y = {"silence": np.zeros(3 * SR, np.float32), "white noise": noise(), "low noise": noise(level=1e-3),
+         "click": click()}[what]
+    with pytest.raises(NoSpeechError, match="no speech"):
+        DEFAULT_DETECTOR.keep(y, SR)
+    assert DEFAULT_DETECTOR.speech_seconds(y, SR) == 0.0
+
+
+def test_long_pauses_inside_are_shortened():
+    y = clip()
+    gap = 1.5
+    joined = np.concatenate([y, np.zeros(int(gap * SR), np.float32), y])
+    kept = DEFAULT_DETECTOR.keep(joined, SR)
+    alone = DEFAULT_DETECTOR.keep(y, SR)
+    # both utterances stay, the 1.5 s pause between them is cut to about max_pause
+    assert len(kept) >= 2 * len(alone) - 0.05 * SR
+    assert len(kept) <= 2 * len(alone) + (DEFAULT_DETECTOR.max_pause + 0.25) * SR
+    assert len(kept) < len(joined) - 0.6 * gap * SR
+
+
+def test_detector_settings_round_trip_through_feature_metadata():
+    features = FEATURE_SETS["logmel-speaker-vad"]
+    data = features.to_dict()
+    assert data["speech"]["kind"] == "webrtc"
+    again = settings_from_dict(data)
+    assert again == features and again.fingerprint() == features.fingerprint()
+    assert isinstance(again.speech, SpeechDetector)
+    # a feature set without a detector (models trained before it) reads every sample, as before
+    assert settings_from_dict(FEATURE_SETS["logmel-speaker"].to_dict()).speech is None
+    with pytest.raises(ValueError, match="unknown speech detector settings"):
+        settings_from_dict({**data, "speech": {**data["speech"], "bogus": 1}})
+
+
+def test_features_on_speech_only_are_the_same_with_padding_around():
+    features = FEATURE_SETS["logmel-speaker-vad"]
+    plain = LogMelFrames(reference="speaker")
+    y = clip()
+    alone = features.extract(Audio(y, SR, 1))
+    padded = features.extract(Audio(pad(y, level=1e-3), SR, 1))
+    # without speech detection, a second of noise either side adds 200 frames; with it, only the margins
+    assert plain.extract(Audio(pad(y), SR, 1)).shape[0] >= alone.shape[0] + 190
+    assert abs(padded.shape[0] - alone.shape[0]) <= 25
+    # and the utterance-level statistics the model sees barely move
+    assert np.abs(padded[:, :64].mean(axis=0) - alone[:, :64].mean(axis=0)).mean() < 0.15
+    with pytest.raises(NoSpeechError):
+        features.extract(Audio(np.zeros(2 * SR, np.float32), SR, 1))
+
+
+# ----------------------------------------------------------------------------------------------- service
+
+
+def wav(y: np.ndarray, sr: int = SR) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(model_path=ROOT / "models"))) as c:
+        yield c
+
+
+def post(client, data: bytes, name: str = "clip.wav", **params):
+    return client.post("/predict", files={"file": (name, data, "audio/wav")}, params=params)
+
+
+@pytest.mark.parametrize("what", ["silence", "noise", "click"])
+def test_service_answers_no_speech_by_code(client, what):
+    y = {"silence": np.zeros(3 * SR, np.float32), "noise": noise(), "click": click()}[what]
+    r = post(client, wav(y), f"{what}.wav")
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["code"] == "no_speech" and f"{what}.wav" in body["detail"] and "no speech" in body["detail"]
+
+
+def test_service_reports_speech_seconds(client):
+    y = clip()
+    r = post(client, wav(pad(y, level=1e-3)))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["audio"]["duration"] == pytest.approx(len(y) / SR + 2, abs=0.01)
+    assert 0.5 * len(y) / SR <= body["speech_seconds"] <= len(y) / SR + 0.1
+
+
+def test_padding_around_a_clip_barely_changes_the_answer(client):
+    y = clip()
+    alone = post(client, wav(y)).json()["probabilities"]
+    for level in (0.0, 1e-3):
+        padded = post(client, wav(pad(y, level=level))).json()["probabilities"]
+        diff = max(abs(alone[k] - padded[k]) for k in alone)
+        assert diff < 0.1, (level, alone, padded)
+
+
+def test_timeline_marks_the_window_without_speech(client):
+    first, second = speech(3.0, start=0), speech(3.0, start=40)
+    y = np.concatenate([first[:, 0], np.zeros(3 * SR, np.float32), second[:, 0]])
+    r = post(client, wav(y), timeline="true", window=3, hop=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    marks = [(s["start"], s["speech"]) for s in body["timeline"]]
+    assert marks == [(0.0, True), (3.0, False), (6.0, True)], marks
+    middle = body["timeline"][1]
+    assert middle["emotion"] is None and middle["probabilities"] is None
+    assert all(s["probabilities"] for s in body["timeline"] if s["speech"])
+    assert 4.0 <= body["speech_seconds"] <= 6.5
+
+
+def test_profile_refuses_a_clip_without_speech_by_name(client):
+    good = sorted((BUNDLED / "wav").glob("08a0*.flac"))[0]
+    r = client.post("/profile", files=[("files", (good.name, good.read_bytes())),
+                                       ("files", ("quiet.wav", wav(np.zeros(2 * SR, np.float32))))])
+    if r.json().get("code") == "profiles_unsupported":
+        pytest.skip("the served model takes no speaker profiles")
+    assert r.status_code == 422 and r.json()["code"] == "no_speech" and "quiet.wav" in r.json()["detail"]
