@@ -157,6 +157,8 @@ def test_bundled_emodb():
     assert (corpus.layout, len(corpus), len(corpus.speakers)) == ("emodb", 535, 10)
     assert corpus.emotions == ["angry", "boredom", "disgust", "fear", "happy", "neutral", "sad"]
     assert not corpus.skipped
+    assert corpus.sources == [("emodb", str(BUNDLED))]
+    assert corpus.subset(lambda u: u.speaker == "03").sources == corpus.sources
 
 
 def test_shared_emodb_matches_bundled_copy():

@@ -8,6 +8,10 @@
 Named layouts (one module each): EMO-DB, TESS, RAVDESS, CREMA-D, SAVEE; plus ``folders`` (one folder per
 emotion) and ``csv`` (a ``path,emotion[,speaker]`` file). Files whose names do not fit the layout or that
 cannot be decoded are listed in ``corpus.skipped`` with the reason, and loading goes on.
+
+Several corpora as one (namespaced speakers, optional common emotions): :func:`load_corpora`; per-corpus
+balancing weights: :func:`corpus_balance_weights`; licences: :func:`corpus_licence`, :func:`corpus_sources`,
+:func:`redistributable`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from training.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info
 from training.corpora import cremad, csv_manifest, emodb, folders, ravdess, savee, tess
+from training.corpora.licences import corpus_licence, corpus_sources, redistributable
 from training.corpora.manifest import (
     CANONICAL_EMOTIONS,
     Corpus,
@@ -28,10 +33,12 @@ from training.corpora.manifest import (
     canonical_emotion,
     read_manifest_csv,
 )
+from training.corpora.multi import corpus_balance_weights, load_corpora
 
 __all__ = [
-    "CANONICAL_EMOTIONS", "Corpus", "LAYOUTS", "Skipped", "Utterance", "canonical_emotion", "detect_layout",
-    "find_audio_files", "load_corpus", "read_manifest_csv",
+    "CANONICAL_EMOTIONS", "Corpus", "LAYOUTS", "Skipped", "Utterance", "canonical_emotion", "corpus_balance_weights",
+    "corpus_licence", "corpus_sources", "detect_layout", "find_audio_files", "load_corpora", "load_corpus",
+    "read_manifest_csv", "redistributable",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,7 +139,8 @@ def load_corpus(
     if not utterances:
         raise ValueError(f"{source}: no usable audio files ({len(skipped)} skipped)")
     utterances.sort(key=lambda u: u.path)
-    return Corpus(corpus_name, str(source), layout_name, utterances, skipped, excluded)
+    return Corpus(corpus_name, str(source), layout_name, utterances, skipped, excluded,
+                  sources=[(corpus_name, str(source))])
 
 
 def _parse_names(root: Path, files: list[Path], layout: Layout):

@@ -82,6 +82,9 @@ class Corpus:
     utterances: list[Utterance]
     skipped: list[Skipped] = field(default_factory=list)
     excluded: list[Skipped] = field(default_factory=list)
+    #: The member corpora as ``(name, root as given)``: one for a single corpus, several for
+    #: :func:`training.corpora.load_corpora`; empty for a Corpus built by hand (then ``(name, root)`` is meant).
+    sources: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -104,7 +107,7 @@ class Corpus:
 
     def subset(self, keep: Callable[[Utterance], bool]) -> "Corpus":
         return Corpus(self.name, self.root, self.layout, [u for u in self.utterances if keep(u)],
-                      self.skipped, self.excluded)
+                      self.skipped, self.excluded, list(self.sources))
 
     def summary(self) -> str:
         counts = Counter(u.emotion for u in self.utterances)
