@@ -5,7 +5,12 @@ Tasks (all speaker-independent except tess-random, which is there to show the ga
   tess-random    TESS, stratified random 80/20 split (speaker-DEPENDENT)
   tess-oaf-yaf   TESS, train OAF, test YAF
   tess-yaf-oaf   TESS, train YAF, test OAF
-  emodb-loso     EMO-DB, leave one speaker out (10 folds, predictions pooled)
+  emodb-loso     EMO-DB, leave one speaker out (10 folds, predictions pooled), and the robustness suite:
+                 every test clip also scored under fixed, seeded degradations (training/degrade.py CONDITIONS:
+                 1 s of silence around it, white and babble noise at 20 and 10 dB SNR, reverberation,
+                 telephone band, MP3 at 64 kb/s), one UAR per condition
+  emodb-tess     across corpora: train EMO-DB, test TESS (the 6 emotions both have; epoch chosen on EMO-DB)
+  tess-emodb     across corpora: train TESS, test EMO-DB (the same 6; epoch chosen on TESS)
 
 For each recipe x task x seed: accuracy, UAR, macro-F1, per-class recall, training time; per corpus the
 feature extraction time per audio hour (measured without the cache, on all cores). Epochs are chosen on
@@ -51,7 +56,9 @@ TASKS = {
     "tess-random": {"corpus": "tess", "protocol": "random"},
     "tess-oaf-yaf": {"corpus": "tess", "protocol": "speaker", "test_speakers": ["YAF"]},
     "tess-yaf-oaf": {"corpus": "tess", "protocol": "speaker", "test_speakers": ["OAF"]},
-    "emodb-loso": {"corpus": "emodb", "protocol": "loso"},
+    "emodb-loso": {"corpus": "emodb", "protocol": "loso", "robustness": True},
+    "emodb-tess": {"corpus": "emodb", "protocol": "cross-corpus", "test_corpus": "tess"},
+    "tess-emodb": {"corpus": "tess", "protocol": "cross-corpus", "test_corpus": "emodb"},
 }
 
 
@@ -80,7 +87,7 @@ def _run(args, runs_dir: Path) -> dict:
     shared = Path(args.shared)
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "jobs": args.jobs, "feature_seconds_per_audio_hour": {}, "runs": [], "failed": []}
-    corpora = sorted({TASKS[t]["corpus"] for t in args.tasks})
+    corpora = sorted({TASKS[t][key] for t in args.tasks for key in ("corpus", "test_corpus") if key in TASKS[t]})
     for recipe in args.recipes:
         feature_name = (args.override or {}).get("features", RECIPES[recipe]["features"])
         for corpus in corpora:
@@ -93,6 +100,8 @@ def _run(args, runs_dir: Path) -> dict:
         return results
     specs = [
         {"recipe": recipe, "task": task, "seed": seed, "data": str(shared / TASKS[task]["corpus"]),
+         "test_data": str(shared / TASKS[task]["test_corpus"]) if "test_corpus" in TASKS[task] else None,
+         "robustness": TASKS[task].get("robustness", False) and args.robustness,
          "runs_dir": str(runs_dir), "cache_dir": args.cache_dir, "override": args.override or {}}
         for recipe in args.recipes for task in args.tasks for seed in args.seeds
     ]
@@ -140,7 +149,7 @@ def _run_one(spec: dict) -> dict:
     task = TASKS[spec["task"]]
     cfg = TrainConfig.from_recipe(
         spec["recipe"], data=spec["data"], protocol=task["protocol"], test_speakers=task.get("test_speakers"),
-        seed=spec["seed"], final_fit=False, runs_dir=spec["runs_dir"], cache_dir=spec["cache_dir"],
+        test_data=spec.get("test_data"), robustness=spec.get("robustness", False), seed=spec["seed"], final_fit=False, runs_dir=spec["runs_dir"], cache_dir=spec["cache_dir"],
         progress=False, jobs=1, **spec["override"],
     )
     started = time.time()
@@ -155,6 +164,9 @@ def _run_one(spec: dict) -> dict:
     }
     if "with_profile" in m:  # models with a speaker reference: also each test speaker with their profile
         row["with_profile"] = _scores(m["with_profile"]["pooled"])
+    if "robustness" in m:
+        row["robustness"] = {name: {"uar": c["uar"], "top_answer_share": c["top_answer_share"],
+                                    "no_speech": c["no_speech"]} for name, c in m["robustness"]["conditions"].items()}
     return row
 
 
@@ -226,7 +238,8 @@ def table(results: dict) -> str:
         values = np.asarray(values, dtype=float)
         return f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
 
-    order = ["tess-random", "tess-oaf-yaf", "tess-yaf-oaf", "tess-speaker (mean of both directions)", "emodb-loso"]
+    order = ["tess-random", "tess-oaf-yaf", "tess-yaf-oaf", "tess-speaker (mean of both directions)", "emodb-loso",
+             "emodb-tess", "tess-emodb"]
     groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "seed", kv[0][0], order.index(kv[0][1]))))
     for (recipe, task), rows in groups.items():
         protocol = rows[0]["protocol"] + ("" if rows[0]["speaker_independent"] else " (speaker-dependent)")
@@ -249,6 +262,23 @@ def table(results: dict) -> str:
             values = [r["per_class_recall"][label] for r in rows if label in r["per_class_recall"]]
             cells.append(f"{np.mean(values):.2f}" if values else "-")
         lines.append(f"| {recipe} | {task} | " + " | ".join(cells) + " |")
+    robust = [r for r in results["runs"] if r.get("robustness")]
+    if robust:
+        conditions = list(robust[0]["robustness"])
+        lines += ["", "Robustness suite (each test clip alone under fixed degradations; UAR, mean over seeds; in "
+                      "brackets: the largest share of one answer, over seeds):", "",
+                  "| recipe | task | seeds | clean | " + " | ".join(conditions) + " | worst drop |",
+                  "|---|---|---|---|" + "---|" * (len(conditions) + 1)]
+        by: dict[tuple[str, str], list[dict]] = {}
+        for r in robust:
+            by.setdefault((r["recipe"], r["task"]), []).append(r)
+        for (recipe, task), rows in sorted(by.items()):
+            clean = float(np.mean([r["uar"] for r in rows]))
+            means = {c: float(np.mean([r["robustness"][c]["uar"] for r in rows])) for c in conditions}
+            tops = {c: max(r["robustness"][c]["top_answer_share"] for r in rows) for c in conditions}
+            lines.append(f"| {recipe} | {task} | {','.join(str(r['seed']) for r in rows)} | {clean:.3f} | "
+                         + " | ".join(f"{means[c]:.3f} ({100 * tops[c]:.0f} %)" for c in conditions)
+                         + f" | {max(clean - v for v in means.values()):.3f} |")
     return "\n".join(lines)
 
 
@@ -273,6 +303,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="training runs side by side, one process each (default: one more than the cores, "
                              "at most one per run; 1 on one core)")
+    parser.add_argument("--robustness", default=True, action=argparse.BooleanOptionalAction,
+                        help="score emodb-loso's test clips under the fixed degradations too (default: on)")
     parser.add_argument("--features-only", action="store_true",
                         help="only measure the feature extraction time (no training)")
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "features"))
@@ -280,7 +312,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                         help="where the JSON and Markdown results are written")
     args = parser.parse_args()
-    for corpus in {TASKS[t]["corpus"] for t in args.tasks}:
+    for corpus in {TASKS[t][k] for t in args.tasks for k in ("corpus", "test_corpus") if k in TASKS[t]}:
         if not (Path(args.shared) / corpus).is_dir():
             parser.error(f"{Path(args.shared) / corpus} not found: the benchmark needs the real corpora")
     logging.basicConfig(level=logging.WARNING)

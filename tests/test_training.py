@@ -203,3 +203,56 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
         dirs = list(pool.map(lambda _: make_run_dir(tmp_path / "runs", "emodb", "loso"), range(8)))
     assert len(set(dirs)) == 8 and all(d.is_dir() for d in dirs)
     assert len({d.name.split("_")[0] for d in dirs}) <= 2  # within a second or two: the same stamp, suffixed
+
+
+@pytest.fixture(scope="module")
+def tess_like(tmp_path_factory) -> Path:
+    """A second corpus in TESS's layout, made from other bundled speakers' clips heard through a telephone line
+    (four emotions, two 'speakers'): another corpus, another channel."""
+    import soundfile as sf
+
+    from training.degrade import telephone
+
+    root = tmp_path_factory.mktemp("tesslike")
+    names = {"angry": "angry", "happy": "happy", "sad": "sad", "neutral": "neutral"}
+    for prefix, speaker in (("OAF", "13"), ("YAF", "14")):
+        for u in load_corpus(BUNDLED).utterances:
+            if u.speaker == speaker and u.emotion in names:
+                y, sr = sf.read(u.path, dtype="float32")
+                folder = root / f"{prefix}_{names[u.emotion]}"
+                folder.mkdir(exist_ok=True)
+                word = "".join(chr(97 + int(c)) if c.isdigit() else c for c in Path(u.path).stem)  # letters only
+                sf.write(folder / f"{prefix}_{word}_{names[u.emotion]}.wav", telephone(y, sr), sr)
+    return root
+
+
+def test_a_short_multi_corpus_run(slice_csv, tess_like, tmp_path):
+    """Two corpora in one run (--data twice, --common-emotions), degraded copies, the robustness suite and a
+    cross-corpus score of the final model: the run folder and the export say what was learnt from where."""
+    out = tmp_path
+    argv = ["train", "--data", str(slice_csv), "--data", str(tess_like), "--common-emotions", "--protocol", "speaker",
+            "--test-speakers", "tess:YAF", "--epochs", "2", "--degrade-copies", "1", "--robustness",
+            "--eval-data", str(BUNDLED), "--runs-dir", str(out / "runs"), "--cache-dir", str(out / "cache"),
+            "--models-dir", str(out / "models"), "--export", "multi", "--recipe", "crnn-speaker",
+            "--model-arg", "lstm_units=16"]
+    assert main(argv) == 0
+    (run_dir,) = (out / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["corpus"].startswith("slice+tess") or metrics["corpus"] == "slice+tess"
+    assert metrics["labels"] == ["angry", "happy", "neutral", "sad"], "only the emotions both corpora have"
+    assert [c["name"] for c in metrics["corpora"]] == ["slice", "tess"]
+    speakers = {r["speaker"] for r in csv.DictReader((run_dir / "manifest.csv").open())}
+    assert speakers == {"slice:03", "slice:10", "slice:11", "tess:OAF", "tess:YAF"}
+    # the robustness suite: every condition scored on the test clips
+    conditions = metrics["robustness"]["conditions"]
+    assert set(conditions) >= {"silence-1s", "white-10dB", "babble-10dB", "reverb", "telephone", "mp3-64k"}
+    assert all(c["n"] == metrics["pooled"]["n"] for c in conditions.values())
+    assert metrics["timing"]["degraded_copies_seconds"] > 0
+    (cross,) = metrics["cross_corpus"]
+    assert cross["corpus"] == "emodb" and cross["emotions"] == ["angry", "happy", "neutral", "sad"]
+    meta = json.loads((resolve_model_dir(out / "models" / "multi") / "metadata.json").read_text())
+    licences = {c["name"]: c["licence"] for c in meta["training"]["corpora"]}
+    assert licences["tess"] == "CC-BY-NC-ND-4.0"
+    assert meta["training"]["redistributable"] is False, "a model that learnt from TESS may not be shipped"
+    assert set(meta["evaluation"]["robustness"]["conditions"]) == set(conditions)
+    assert meta["evaluation"]["cross_corpus"][0]["corpus"] == "emodb"

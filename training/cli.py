@@ -32,9 +32,18 @@ def _data_args(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     from training.corpora import LAYOUTS
 
-    p.add_argument("--data", default=d(str(DEFAULT_CORPUS)), metavar="PATH",
-                   help="corpus folder, or a CSV manifest with columns path,emotion[,speaker] "
-                        f"(default: the bundled EMO-DB, {DEFAULT_CORPUS.relative_to(DEFAULT_CORPUS.parents[1])})")
+    if suppress:  # train: several corpora may be trained on together
+        p.add_argument("--data", default=d(None), action="append", metavar="PATH",
+                       help="corpus folder, or a CSV manifest with columns path,emotion[,speaker]; repeat it to "
+                            "train on several corpora together (speakers kept apart per corpus, emotions on one "
+                            "vocabulary, each corpus weighted alike) (default: the bundled EMO-DB, "
+                            f"{DEFAULT_CORPUS.relative_to(DEFAULT_CORPUS.parents[1])})")
+        p.add_argument("--common-emotions", default=d(None), action="store_true",
+                       help="with several --data: keep only the emotions every corpus has")
+    else:
+        p.add_argument("--data", default=d(str(DEFAULT_CORPUS)), metavar="PATH",
+                       help="corpus folder, or a CSV manifest with columns path,emotion[,speaker] "
+                            f"(default: the bundled EMO-DB, {DEFAULT_CORPUS.relative_to(DEFAULT_CORPUS.parents[1])})")
     p.add_argument("--layout", default=d("auto"), choices=LAYOUTS,
                    help="corpus layout; 'auto' recognises EMO-DB, TESS, RAVDESS, CREMA-D and SAVEE file names, "
                         "else one folder per emotion (default: auto)")
@@ -108,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit", default=S, action=argparse.BooleanOptionalAction,
                    help="after validation chose a fold's epochs, fit again on its training and validation "
                         "speakers for that many epochs and evaluate that model (about twice the training time)")
+    p.add_argument("--degrade-copies", default=S, type=int, metavar="N",
+                   help="make N degraded copies of every training clip (noise, babble, reverberation, telephone "
+                        "band, MP3, microphone colouring, silence around the speech: training/degrade.py) and "
+                        "train on them as well as the clips (default: the recipe's; 0 = off)")
+    p.add_argument("--degrade-clean", default=S, type=float, metavar="P",
+                   help="with --degrade-copies: chance that an item is drawn as itself rather than a copy "
+                        "(default: the recipe's)")
+    p.add_argument("--robustness", default=S, action=argparse.BooleanOptionalAction,
+                   help="also score every test clip under fixed, seeded degradations (1 s of silence around it, "
+                        "white and babble noise at 20 and 10 dB SNR, reverberation, telephone band, MP3 64 kb/s): "
+                        "one UAR per condition")
+    p.add_argument("--eval-data", dest="eval_data", action="append", default=S, metavar="PATH",
+                   help="after the final fit, also score the final model on this corpus (the emotions it shares "
+                        "with the model; each clip alone): a cross-corpus figure in the metrics and the exported "
+                        "metadata; repeatable")
     p.add_argument("--seed", default=S, type=int, help="random seed of splits, initialisation, shuffling (default: 0)")
     p.add_argument("--no-final-fit", dest="final_fit", default=S, action="store_false",
                    help="evaluate only; do not fit the final model on all data")
@@ -132,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    if isinstance(given.get("data"), list) and len(given["data"]) == 1:
+        given["data"] = given["data"][0]
     recipe = given.pop("recipe", None)
     if getattr(args, "config", None):
         cfg = TrainConfig.from_toml(args.config, recipe=recipe)

@@ -38,8 +38,9 @@ DEFAULT_RECIPE = "crnn-speaker-pair"
 @dataclass
 class TrainConfig:
     # data
-    data: str = str(DEFAULT_CORPUS)
+    data: str | list[str] = str(DEFAULT_CORPUS)  # one corpus, or several trained on together
     layout: str = "auto"
+    common_emotions: bool = False  # with several corpora: keep only the emotions every one of them has
     speaker_regex: str | None = None
     emotions: list[str] | None = None  # keep only these (canonical names); default all
     # protocol
@@ -61,6 +62,14 @@ class TrainConfig:
     average_weights: bool = RECIPES[DEFAULT_RECIPE]["average_weights"]  # mean of the chosen window's weights
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
     refit: bool = RECIPES[DEFAULT_RECIPE]["refit"]
+    # degraded copies of every training clip (training/copies.py): 0 = off; each epoch an item is itself
+    # with probability degrade_clean, else one of its copies
+    degrade_copies: int = RECIPES[DEFAULT_RECIPE].get("degrade_copies", 0)
+    degrade_clean: float = RECIPES[DEFAULT_RECIPE].get("degrade_clean", 0.5)
+    # score every test clip under the fixed degradations of training/degrade.py CONDITIONS too
+    robustness: bool = False
+    # after the final fit, score the final model on these corpora too (their emotions shared with it)
+    eval_data: list[str] | None = None
     seed: int = 0
     # final model on all data, for export
     final_fit: bool = True

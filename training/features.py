@@ -31,6 +31,7 @@ import scipy.fft
 import scipy.signal
 
 from training.audio import Audio, AudioTooShortError, to_mono
+from training.speech import DEFAULT_DETECTOR, SpeechDetector
 
 #: Bump when the computation behind a feature kind changes without its settings changing;
 #: it is part of every cache key, so stale cached features are never reused.
@@ -219,6 +220,9 @@ class FeatureSet:
         settings that only change :meth:`finish` are left out."""
         return self.fingerprint()
 
+    def require_length(self, audio: Audio) -> None:
+        """Raise AudioTooShortError when ``audio`` is too short for these features (before any analysis)."""
+
     @staticmethod
     def _require(y: np.ndarray, sample_rate: int, min_seconds: float, what: str) -> None:
         if y.shape[0] < int(min_seconds * sample_rate):
@@ -243,9 +247,13 @@ class MeanMFCC(FeatureSet):
     n_mfcc: int = 40
     min_seconds: float = 0.1
 
-    def base(self, audio: Audio) -> np.ndarray:
+    def require_length(self, audio: Audio) -> None:
         y = window(audio.samples, audio.sample_rate, self.offset, self.duration)
         self._require(y, audio.sample_rate, self.min_seconds, f"the window after {self.offset:g} s")
+
+    def base(self, audio: Audio) -> np.ndarray:
+        self.require_length(audio)
+        y = window(audio.samples, audio.sample_rate, self.offset, self.duration)
         y = resample(np.ascontiguousarray(to_mono(y)), audio.sample_rate, self.sample_rate)
         coefficients = mfcc(y, self.sample_rate, self.n_mfcc)
         return np.mean(coefficients.T, axis=0).astype(np.float32)[:, None]
@@ -269,6 +277,10 @@ class LogMelFrames(FeatureSet):
     n_mels: int = 64
     fmin: float = 50.0
     fmax: float = 8000.0
+    #: Log-mel values are floored this many dB under the clip's loudest bin. 80 dB keeps the recording's own
+    #: noise floor in view, and with it how noisy the room and microphone were; a lower ceiling (e.g. 50 dB)
+    #: makes quiet and noisy recordings of the same speech look alike.
+    floor_db: float = 80.0
     #: 0: log-mel only (the default: on EMO-DB leave-one-speaker-out the model learns its own time
     #: derivatives better; see benchmarks/README.md); 1: + delta; 2: + delta-delta.
     deltas: int = 0
@@ -285,18 +297,42 @@ class LogMelFrames(FeatureSet):
     #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
     pitch: bool = True
     min_seconds: float = 0.25
+    #: Speech detection (training/speech.py): when set, features are computed on the speech of the clip
+    #: only (non-speech at the ends removed, long pauses shortened) and a clip without speech raises
+    #: NoSpeechError. None: every sample, as models trained before speech detection were fed.
+    speech: SpeechDetector | None = None
+
+    def __post_init__(self):
+        if isinstance(self.speech, dict):  # from metadata.json
+            object.__setattr__(self, "speech", SpeechDetector.from_dict(self.speech))
+
+    #: Settings added after models were first exported, with the value that gives the behaviour from before
+    #: them: left out of to_dict() at that value, so the settings (and fingerprints, cache keys, speaker
+    #: profiles) of earlier models stay what they were.
+    _LATER_SETTINGS: ClassVar[dict[str, Any]] = {"floor_db": 80.0, "speech": None}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        for key, before in self._LATER_SETTINGS.items():
+            if data.get(key) == before:
+                del data[key]
+        return data
 
     def waveform(self, audio: Audio) -> np.ndarray:
-        """Mono float32 at ``sample_rate``: what :meth:`frames` reads."""
+        """Mono float32 at ``sample_rate``, speech only when ``speech`` is set: what :meth:`frames` reads."""
+        self.require_length(audio)
+        y = resample(np.ascontiguousarray(to_mono(audio.samples)), audio.sample_rate, self.sample_rate)
+        return y if self.speech is None else self.speech.keep(y, self.sample_rate)
+
+    def require_length(self, audio: Audio) -> None:
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")
-        return resample(np.ascontiguousarray(to_mono(audio.samples)), audio.sample_rate, self.sample_rate)
 
     def frames(self, y: np.ndarray) -> np.ndarray:
         """``(frames, dims)`` features of a mono signal at ``sample_rate``."""
         spec = power_spectrogram(y, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
         mel = (spec @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax).T).T
-        # Floor 80 dB under the loudest bin: relative, so the recording's gain cancels out exactly.
-        logmel = np.log(mel + 1e-8 * mel.max() + 1e-30)
+        # Floor ``floor_db`` under the loudest bin: relative, so the recording's gain cancels out exactly.
+        logmel = np.log(mel + 10.0 ** (-self.floor_db / 10) * mel.max() + 1e-30)
         parts = [logmel]
         if self.deltas and logmel.shape[1] >= self.delta_width:
             for order in range(1, self.deltas + 1):
@@ -360,6 +396,10 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     "seed": MeanMFCC(),
     "logmel": LogMelFrames(),
     "logmel-speaker": LogMelFrames(reference="speaker"),
+    # The same on speech only (training/speech.py): what a recording with silence or noise around the
+    # speech needs to sound like the tightly cut clips of a training corpus.
+    "logmel-speaker-vad": LogMelFrames(reference="speaker", speech=DEFAULT_DETECTOR),
+    "logmel-vad": LogMelFrames(speech=DEFAULT_DETECTOR),
 }
 
 

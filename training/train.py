@@ -22,8 +22,18 @@ from typing import Any, Callable
 import numpy as np
 
 from training.config import TrainConfig
-from training.corpora import Corpus, Utterance, load_corpus
+from training.copies import CopySampler, DegradedCopies, Waveforms, condition_inputs
+from training.corpora import (
+    Corpus,
+    Utterance,
+    corpus_balance_weights,
+    corpus_sources,
+    load_corpora,
+    load_corpus,
+    redistributable,
+)
 from training.corpora.manifest import Skipped
+from training.degrade import CONDITIONS
 from training.evaluate import classification_metrics, uar
 from training.extraction import FeatureCache, extract_features
 from training.features import FEATURE_SETS, FeatureSet, pad_batch
@@ -205,6 +215,7 @@ def fit_model(
     seed: int,
     patience: int | None = None,
     balance: bool = False,
+    item_weights: np.ndarray | None = None,
     augment: Callable | None = None,
     lr_schedule: str = "constant",
     average_weights: bool = False,
@@ -223,7 +234,10 @@ def fit_model(
     model = build()
     x, y = train
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
+    if item_weights is not None:  # given per item (e.g. each corpus and each emotion in it weighted alike)
+        weights = np.asarray(item_weights, dtype=np.float32)
+    else:
+        weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
     batches = _make_batches(x, onehot, weights, batch_size, seed, augment, sample)
     best = _best_epoch_callback(val[0], val[1], patience, average_weights) if val is not None else None
     callbacks = [best] if best is not None else []
@@ -290,7 +304,9 @@ def resolve_builder(name: str):
 
 
 def _load(cfg: TrainConfig) -> tuple[Corpus, Corpus | None]:
-    corpus = load_corpus(cfg.data, layout=cfg.layout, speaker_regex=cfg.speaker_regex)
+    paths = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+    corpus = load_corpora(paths, layouts=[cfg.layout], speaker_regex=cfg.speaker_regex,
+                          common_emotions=cfg.common_emotions)
     test_corpus = None
     if cfg.protocol == "cross-corpus":
         if not cfg.test_data:
@@ -366,12 +382,17 @@ def run_training(cfg: TrainConfig) -> RunResult:
         return builder(input_shape, len(labels), **cfg.model_args)
 
     speakers = [u.speaker for u in utts]
+    waves = Waveforms([u.path for u in utts]) if cfg.degrade_copies or cfg.robustness else None
+    copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed)
+              if cfg.degrade_copies else None)
+    robust_pred: dict[str, list[np.ndarray]] = {name: [] for name in CONDITIONS} if cfg.robustness else {}
     fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
     profiled_pred, profiled_reports = [], []
     predictions: list[tuple[int, str, np.ndarray]] = []
     train_seconds = 0.0
     for k, fold in enumerate(plan.folds):
-        result = _run_fold(cfg, fold, k, build, features, speakers, feature_set, y, len(labels), augment)
+        result = _run_fold(cfg, fold, k, build, features, speakers, feature_set, y, len(labels), augment, copies,
+                           utts)
         train_seconds += result.seconds
         test_feats = [features[i] for i in fold.test]
         # Each test clip alone, as POST /predict sees it.
@@ -393,6 +414,11 @@ def run_training(cfg: TrainConfig) -> RunResult:
             report["metrics_with_profile"] = classification_metrics(y[fold.test], ppred, labels)
             log.info("fold %s with speaker profiles: accuracy %.3f, UAR %.3f", fold.name,
                      report["metrics_with_profile"]["accuracy"], report["metrics_with_profile"]["uar"])
+        for name in robust_pred:  # the same test clips under each fixed degradation, each alone
+            inputs = condition_inputs(fold.test, name, waves, speakers, feature_set)
+            heard = [x for x in inputs if x is not None]
+            probs = iter(predict_proba(result.model, heard).argmax(axis=1)) if heard else iter(())
+            robust_pred[name].append(np.array([next(probs) if x is not None else -1 for x in inputs]))
         fold_reports.append(report)
         histories[fold.name] = {**result.history, "best_epoch": [result.best_epoch]}
         pooled_true.append(y[fold.test])
@@ -403,6 +429,7 @@ def run_training(cfg: TrainConfig) -> RunResult:
     fold_uars = [f["metrics"]["uar"] for f in fold_reports]
     metrics = {
         "corpus": corpus.name,
+        "corpora": corpus_sources(corpus),
         "test_corpus": test_corpus.name if test_corpus else None,
         "protocol": plan.protocol,
         "speaker_independent": plan.speaker_independent,
@@ -437,14 +464,24 @@ def run_training(cfg: TrainConfig) -> RunResult:
         log.info("with speaker profiles: accuracy %.3f, UAR %.3f (each clip alone: %.3f, %.3f)",
                  metrics["with_profile"]["pooled"]["accuracy"], metrics["with_profile"]["pooled"]["uar"],
                  pooled["accuracy"], pooled["uar"])
+    if robust_pred:
+        metrics["robustness"] = _robustness(np.concatenate(pooled_true), robust_pred, labels, pooled)
+        for name, m in metrics["robustness"]["conditions"].items():
+            log.info("robustness %-12s UAR %.3f (clean %.3f), most frequent answer %.0f%%, no speech %d", name,
+                     m["uar"], pooled["uar"], 100 * m["top_answer_share"], m["no_speech"])
+    if copies is not None:
+        metrics["timing"]["degraded_copies_seconds"] = round(copies.seconds, 2)
     _write_evaluation(run_dir, metrics, histories, predictions, utts, labels)
 
     run = RunResult(run_dir, metrics, skipped=skipped)
     if cfg.final_fit:
         best_epochs = [f["best_epoch"] for f in fold_reports]
         run.model, final = _final_fit(cfg, plan, build, features, speakers, feature_set, y, labels, augment,
-                                      best_epochs)
+                                      best_epochs, copies, utts)
         metrics["final_fit"] = final
+        if cfg.eval_data:
+            metrics["cross_corpus"] = [_score_corpus(run.model, path, feature_set, labels, cfg, corpus.name)
+                                       for path in cfg.eval_data]
         run.model.save(run_dir / "model.keras")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if cfg.export:
@@ -453,14 +490,59 @@ def run_training(cfg: TrainConfig) -> RunResult:
     return run
 
 
-def _sampler(features, speakers, feature_set, idx):
-    """Training inputs: for features with a speaker reference, drawn per item and epoch; else as they are."""
-    if not feature_set.uses_reference:
-        return None
-    return ReferenceSampler([features[i] for i in idx], [speakers[i] for i in idx], feature_set)
+def _sampler(features, speakers, feature_set, idx, copies=None, clean: float = 0.5):
+    """Training inputs: for features with a speaker reference, drawn per item and epoch; with degraded copies,
+    each item drawn as itself or one of its copies; else as they are (None)."""
+    base = (ReferenceSampler([features[i] for i in idx], [speakers[i] for i in idx], feature_set)
+            if feature_set.uses_reference else None)
+    if copies is None:
+        return base
+    return CopySampler([features[i] for i in idx], copies.for_items(idx), feature_set, base=base, clean=clean)
 
 
-def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y, n_classes, augment) -> FitResult:
+def _robustness(y_true: np.ndarray, robust_pred: dict[str, list[np.ndarray]], labels: list[str], clean: dict
+                ) -> dict:
+    """Per fixed degradation: the pooled metrics, how far below clean, how often the most frequent answer was
+    given (a condition that collapses onto one label shows here) and how many clips lost all speech."""
+    conditions = {}
+    for name, preds in robust_pred.items():
+        pred = np.concatenate(preds)
+        m = classification_metrics(y_true, pred, labels)
+        answered = pred[pred >= 0]
+        m["top_answer_share"] = float(np.bincount(answered).max() / len(pred)) if len(answered) else 0.0
+        m["no_speech"] = int(np.sum(pred < 0))
+        m["uar_drop"] = float(clean["uar"] - m["uar"])
+        conditions[name] = m
+    return {"description": "every test clip also scored alone under fixed, seeded degradations "
+                           "(training/degrade.py CONDITIONS); a clip in which no speech is left counts as wrong",
+            "conditions": conditions,
+            "worst_drop": max(m["uar_drop"] for m in conditions.values())}
+
+
+def _score_corpus(model, path: str, feature_set: FeatureSet, labels: list[str], cfg: TrainConfig, train_name: str
+                  ) -> dict:
+    """The final model on another corpus: its clips with emotions the model knows, each alone; UAR over those
+    emotions (answers are the model's whole label set, as the service gives them)."""
+    other = load_corpus(path)
+    shared = sorted(set(labels) & set(other.emotions))
+    other = other.subset(lambda u: u.emotion in shared)
+    extracted = extract_features([u.path for u in other.utterances], feature_set, cache=FeatureCache(cfg.cache_dir),
+                                 jobs=cfg.jobs, progress=cfg.progress)
+    kept = [(u, f) for u, f in zip(other.utterances, extracted.features) if f is not None]
+    y_true = np.array([labels.index(u.emotion) for u, _ in kept])
+    pred = predict_proba(model, finish_each([f for _, f in kept], feature_set)).argmax(axis=1)
+    m = classification_metrics(y_true, pred, labels)
+    log.info("final model on %s (%d clips, emotions %s): accuracy %.3f, UAR %.3f", other.name, len(kept),
+             ", ".join(shared), m["accuracy"], m["uar"])
+    return {"corpus": other.name, "path": _portable(path), "trained_on": train_name, "emotions": shared,
+            "skipped": len(other.utterances) - len(kept),
+            "description": f"final model trained on {train_name}, scored on {other.name} (each clip alone, over "
+                           "the emotions both share; speaker- and corpus-independent)",
+            "metrics": m}
+
+
+def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y, n_classes, augment,
+              copies=None, utts=None) -> FitResult:
     """Fit on the fold's training speakers, choosing the epoch on its validation speakers; with ``cfg.refit``
     (and validation speakers), then fit a fresh model on training + validation speakers for the chosen
     number of epochs, as the final model is fitted on all data: that model is evaluated, the test speakers
@@ -469,30 +551,36 @@ def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y
     if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
         val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
     chosen = _fit_for(cfg, build, features, speakers, feature_set, y, fold.train, n_classes, augment,
-                      epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, y[fold.val]), patience=cfg.patience)
+                      epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, y[fold.val]), patience=cfg.patience,
+                      copies=copies, utts=utts)
     if not (cfg.refit and len(fold.val)):
         return chosen
     idx = np.sort(np.concatenate([fold.train, fold.val]))
     refit = _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment,
-                     epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k)
+                     epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k, copies=copies, utts=utts)
     log.info("fold %s: refitted on %d utterances for %d epochs, %.1f s", fold.name, len(idx), chosen.best_epoch,
              refit.seconds)
     return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
 
 
 def _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment, *, epochs: int,
-             seed: int, val=None, patience: int | None = None) -> FitResult:
+             seed: int, val=None, patience: int | None = None, copies=None, utts=None) -> FitResult:
     """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
     model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model)."""
+    item_weights = None
+    if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
+        item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
     return fit_model(
         build, ([features[i] for i in idx], y[idx]), val,
         n_classes=n_classes, epochs=epochs, batch_size=cfg.batch_size, seed=seed, patience=patience,
-        balance=cfg.class_weight, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights, sample=_sampler(features, speakers, feature_set, idx),
+        balance=cfg.class_weight, item_weights=item_weights, augment=augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights,
+        sample=_sampler(features, speakers, feature_set, idx, copies, cfg.degrade_clean),
     )
 
 
-def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int]):
+def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int],
+               copies=None, utts=None):
     """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
     epochs = max(1, int(statistics.median(best_epochs)))
     if plan.protocol == "cross-corpus":  # the test corpus stays unseen
@@ -500,7 +588,7 @@ def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, label
     else:
         train_idx = np.arange(len(features))
     result = _fit_for(cfg, build, features, speakers, feature_set, y, train_idx, len(labels), augment,
-                      epochs=epochs, seed=cfg.seed * 1000 + 999)
+                      epochs=epochs, seed=cfg.seed * 1000 + 999, copies=copies, utts=utts)
     log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
              len(train_idx), epochs, result.seconds)
     return result.model, {
@@ -552,7 +640,8 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
     for key in ("data", "test_data", "models_dir", "runs_dir", "cache_dir"):
         config[key] = _portable(config.get(key))
     manifest = list(csv.DictReader((run_dir / "manifest.csv").open()))
-    train_corpus = [r for r in manifest if r["corpus"] == metrics["corpus"]]
+    sources = metrics.get("corpora") or [{"name": metrics["corpus"]}]
+    train_corpus = [r for r in manifest if r["corpus"] in {c["name"] for c in sources}]
     pooled = metrics["pooled"]
     from training.export import serving_defaults
     from training.features import settings_from_dict
@@ -566,6 +655,9 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
                   "parameters": int(model.count_params())},
         "training": {
             "corpus": metrics["corpus"],
+            # every corpus the model learnt from, with its licence: what may be done with the model follows
+            "corpora": [{**c, "path": _portable(c.get("path"))} for c in metrics.get("corpora", [])],
+            "redistributable": all(redistributable(c.get("licence", "unknown")) for c in sources),
             "utterances": len(train_corpus),
             "speakers": sorted({r["speaker"] for r in train_corpus}),
             "emotions": dict(sorted(Counter(r["emotion"] for r in train_corpus).items())),
@@ -597,14 +689,36 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
             "fold_uar_mean": wp["fold_uar_mean"],
             "fold_uar_std": wp["fold_uar_std"],
         }
+    if "robustness" in metrics:  # the same folds' test clips under fixed degradations, each alone
+        rb = metrics["robustness"]
+        metadata["evaluation"]["robustness"] = {
+            "description": rb["description"],
+            "clean_uar": pooled["uar"],
+            "conditions": {k: {"uar": v["uar"], "accuracy": v["accuracy"], "uar_drop": v["uar_drop"],
+                               "top_answer_share": v["top_answer_share"], "no_speech": v["no_speech"]}
+                           for k, v in rb["conditions"].items()},
+            "worst_drop": rb["worst_drop"],
+        }
+    if metrics.get("cross_corpus"):  # the final model on other corpora
+        metadata["evaluation"]["cross_corpus"] = [
+            {"corpus": c["corpus"], "emotions": c["emotions"], "description": c["description"],
+             "metrics": {k: c["metrics"][k] for k in ("n", "accuracy", "uar", "macro_f1")},
+             "per_class_recall": {k: c["metrics"]["per_class"][k]["recall"] for k in c["emotions"]}}
+            for c in metrics["cross_corpus"]]
+    if not metadata["training"]["redistributable"]:
+        log.warning("this model learnt from data whose licence does not allow redistributing it freely (%s): "
+                    "keep it to yourself", ", ".join(f"{c['name']}: {c.get('licence', 'unknown')}" for c in sources))
     out = export_model(model, models_dir, name, metadata, version=version)
     log.info("exported %s", out)
     return out
 
 
-def _portable(path: str | None) -> str | None:
+def _portable(path: str | list[str] | None) -> str | list[str] | None:
     """A path inside the project as a relative one, so metadata does not carry one machine's layout."""
     from training.config import PROJECT_ROOT
+
+    if isinstance(path, list):
+        return [_portable(p) for p in path]
 
     if path and Path(path).resolve().is_relative_to(PROJECT_ROOT):
         return str(Path(path).resolve().relative_to(PROJECT_ROOT))
@@ -668,6 +782,17 @@ def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig
         ff = metrics["final_fit"]
         lines += ["", f"Final model: all {ff['utterances']} utterances, {ff['epochs']} epochs "
                       f"({ff['epochs_rule']}), saved as `model.keras`."]
+    if "robustness" in metrics:
+        rb = metrics["robustness"]["conditions"]
+        lines += ["", "## Robustness (the same test clips under fixed degradations, each alone)", "",
+                  "| condition | UAR | below clean | most frequent answer | no speech left |", "|---|---|---|---|---|",
+                  f"| clean | {p['uar']:.3f} | | | |",
+                  *[f"| {k} | {v['uar']:.3f} | {v['uar_drop']:+.3f} | {100 * v['top_answer_share']:.0f} % "
+                    f"| {v['no_speech']} |" for k, v in rb.items()]]
+    for c in metrics.get("cross_corpus") or []:
+        m = c["metrics"]
+        lines += ["", f"Cross-corpus: {c['description']}: accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f} over "
+                      f"{m['n']} clips ({', '.join(c['emotions'])})."]
     if export_dir:
         lines += [f"Exported to `{export_dir}`."]
     if metrics["skipped"]:

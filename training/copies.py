@@ -1,0 +1,168 @@
+"""Degraded copies of training clips: the training corpus heard through other rooms, microphones and lines.
+
+Each training clip gets ``copies`` versions made by :func:`training.degrade.random_degradation` (silence
+and noise around it, additive noise or babble, reverberation, telephone band, a lossy codec, gain and
+microphone colouring) and passed through the same feature code as any upload (speech detection
+included). During training every item is drawn each epoch as itself or as one of its copies
+(:class:`CopySampler`), so the model learns what stays the same when the recording changes.
+
+Babble is made only from clips of *other* speakers among the clips being trained on: in a
+leave-one-speaker-out fold the test speaker's voice never reaches training, not even as background.
+Copies without babble do not depend on the fold and are computed once per run (:class:`DegradedCopies`
+keeps them); copies with babble are made per fold from that fold's training speakers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from training.audio import Audio, AudioError, read_audio
+from training.degrade import CONDITIONS, DegradeSettings, random_degradation
+from training.features import FeatureSet, resample
+
+log = logging.getLogger(__name__)
+
+#: Rate the copies are made at (the rate of the frame features).
+RATE = 16000
+#: Babble talkers are drawn from this many clips of other speakers per copy.
+BABBLE_POOL = 6
+
+
+class Waveforms:
+    """Mono ``RATE`` waveforms of ``paths``, decoded once when first asked for."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+        self._waves: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self._waves:
+            audio = read_audio(self.paths[i])
+            self._waves[i] = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, RATE)
+        return self._waves[i]
+
+
+def _features(feature_set: FeatureSet, y: np.ndarray, what: str) -> np.ndarray | None:
+    """Base features of a degraded waveform; None when nothing is left to analyse (no speech)."""
+    try:
+        return feature_set.base(Audio(y.astype(np.float32), RATE, 1))
+    except AudioError as exc:
+        log.debug("%s: %s", what, exc)
+        return None
+
+
+def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speakers: Sequence[str],
+                     feature_set: FeatureSet) -> list[np.ndarray | None]:
+    """The model inputs (each clip alone) of clips ``idx`` under the fixed degradation ``condition`` of
+    :data:`training.degrade.CONDITIONS`, seeded by the clip's path and the condition's name, so the same file
+    is degraded the same way in every run; babble comes from clips of other speakers among all of ``waves``.
+    None for a clip in which no speech is left (the service would answer no_speech)."""
+    out = []
+    for i in idx:
+        rng = np.random.default_rng([zlib.crc32(str(waves.paths[i]).encode()), zlib.crc32(condition.encode())])
+        others = [k for k in range(len(waves.paths)) if speakers[k] != speakers[i]]
+        pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False) if others else []
+        y = CONDITIONS[condition](waves[i], RATE, rng, [waves[int(k)] for k in pool])
+        x = _features(feature_set, y, f"{waves.paths[i]} under {condition}")
+        out.append(None if x is None else feature_set.finish(x))
+    return out
+
+
+@dataclass
+class DegradedCopies:
+    """Makes and keeps the copies of one run's clips (``waves.paths[i]`` spoken by ``speakers[i]``)."""
+
+    waves: Waveforms
+    speakers: Sequence[str]
+    feature_set: FeatureSet
+    copies: int
+    seed: int
+    settings: DegradeSettings = field(default_factory=DegradeSettings)
+    _plain: dict[tuple[int, int], np.ndarray | None] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def paths(self) -> list[str]:
+        return self.waves.paths
+
+    def wave(self, i: int) -> np.ndarray:
+        return self.waves[i]
+
+    def _rng(self, i: int, j: int) -> np.random.Generator:
+        # Seeded by the clip's path, not its index: the same clip gets the same copies in every fold.
+        return np.random.default_rng([self.seed, zlib.crc32(str(self.paths[i]).encode()), j])
+
+    def _features(self, y: np.ndarray, i: int) -> np.ndarray | None:
+        # degraded past recognition (no speech left): the item keeps its other copies
+        return _features(self.feature_set, y, f"copy of {self.paths[i]}")
+
+    def for_items(self, idx: Sequence[int]) -> list[list[np.ndarray]]:
+        """The copies of every clip ``idx`` (indices into ``paths``); babble only from other speakers in ``idx``."""
+        start = time.perf_counter()
+        idx = list(idx)
+        by_speaker: dict[str, list[int]] = {}
+        for i in idx:
+            by_speaker.setdefault(self.speakers[i], []).append(i)
+        out = []
+        for i in idx:
+            items = []
+            for j in range(self.copies):
+                rng = self._rng(i, j)
+                babble = rng.random() < self.settings.babble_p
+                if babble:
+                    others = [k for s, ks in by_speaker.items() if s != self.speakers[i] for k in ks]
+                    if not others:
+                        babble = False
+                if not babble:
+                    if (i, j) not in self._plain:
+                        y = random_degradation(self.wave(i), RATE, rng, others=(),
+                                               settings=_without_babble(self.settings))
+                        self._plain[(i, j)] = self._features(y, i)
+                    x = self._plain[(i, j)]
+                else:
+                    pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False)
+                    y = random_degradation(self.wave(i), RATE, rng, others=[self.wave(k) for k in pool],
+                                           settings=_babble_only(self.settings))
+                    x = self._features(y, i)
+                if x is not None:
+                    items.append(x)
+            out.append(items)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def _without_babble(settings: DegradeSettings) -> DegradeSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, babble_p=0.0)
+
+
+def _babble_only(settings: DegradeSettings) -> DegradeSettings:
+    """The copy was drawn to hold babble: babble for sure, and no other additive noise."""
+    import dataclasses
+
+    return dataclasses.replace(settings, babble_p=1.0, noise_p=0.0)
+
+
+class CopySampler:
+    """Training inputs drawn per item and epoch: the clip itself (through ``base``, e.g. a speaker-reference
+    sampler, or as it is) with probability ``clean``, else one of its degraded copies finished alone (its own
+    reference: a degraded copy has no profile of its own recording conditions)."""
+
+    def __init__(self, features: Sequence[np.ndarray], copies: Sequence[Sequence[np.ndarray]],
+                 feature_set: FeatureSet, base: Callable[[int, np.ndarray], np.ndarray] | None = None,
+                 clean: float = 0.5):
+        self.features, self.copies, self.feature_set, self.base, self.clean = features, copies, feature_set, base, clean
+
+    def __call__(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        if self.copies[i] and rng.random() >= self.clean:
+            return self.feature_set.finish(self.copies[i][int(rng.integers(len(self.copies[i])))])
+        if self.base is not None:
+            return self.base(i, rng)
+        return self.feature_set.finish(self.features[i])
