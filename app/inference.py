@@ -221,8 +221,10 @@ class Predictor:
         return audio
 
     def prepare(self, data: bytes, filename: str = "upload") -> tuple[Audio, np.ndarray]:
-        """Decode and compute features of the whole clip: the same calls training makes for a file on disk."""
+        """What a request for a clip costs before the model call: decode, speech detection, features of the
+        whole clip (the same feature code training runs for a file on disk)."""
         audio = self.decode(data, filename)
+        self.speech_seconds(audio)
         return audio, self.model.features.extract(audio)
 
     @property

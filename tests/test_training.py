@@ -256,3 +256,22 @@ def test_a_short_multi_corpus_run(slice_csv, tess_like, tmp_path):
     assert meta["training"]["redistributable"] is False, "a model that learnt from TESS may not be shipped"
     assert set(meta["evaluation"]["robustness"]["conditions"]) == set(conditions)
     assert meta["evaluation"]["cross_corpus"][0]["corpus"] == "emodb"
+
+
+def test_degrade_command_writes_the_suite_deterministically(slice_csv, tmp_path, capsys):
+    import soundfile as sf
+
+    for out in ("a", "b"):
+        assert main(["degrade", "--data", str(slice_csv), "--out", str(tmp_path / out),
+                     "--conditions", "telephone,babble-10dB"]) == 0
+    n = len(load_corpus(slice_csv).utterances)
+    for condition in ("telephone", "babble-10dB"):
+        files = sorted((tmp_path / "a" / condition).glob("*.wav"))
+        assert len(files) == n
+        for f in files[:5]:
+            assert f.read_bytes() == (tmp_path / "b" / condition / f.name).read_bytes(), "seeded: the same each time"
+        y, sr = sf.read(files[0])
+        original, _ = sf.read(load_corpus(slice_csv).utterances[0].path)
+        assert sr == 16000 and len(y) == len(original) and not np.allclose(y, original, atol=1e-3)
+    assert main(["degrade", "--data", str(slice_csv), "--out", str(tmp_path / "c"), "--conditions", "nope"]) == 2
+    assert "unknown condition" in capsys.readouterr().err

@@ -144,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not read or write the feature cache")
     p.add_argument("--jobs", default=S, type=int, help="feature extraction processes (default: all cores)")
 
+    p = sub.add_parser("degrade", help="write a corpus under the robustness suite's fixed degradations (WAV)",
+                       description="Write every file of a corpus under each fixed degradation of the robustness "
+                                   "suite (training/degrade.py CONDITIONS) as 16 kHz WAV into OUT/<condition>/, "
+                                   "exactly as --robustness scores them (same seeds): to listen to them, or to "
+                                   "score them with another system.")
+    _data_args(p, suppress=False)
+    p.add_argument("--out", required=True, help="folder to write into (one subfolder per condition)")
+    p.add_argument("--conditions", default=None, type=lambda s: s.split(","), metavar="C1,C2",
+                   help="conditions to write (default: all)")
+
     p = sub.add_parser("export", help="export a run's final model as a SavedModel for the service",
                        description="Export RUN_DIR/model.keras to <models-dir>/<name>/<version>/ (TensorFlow "
                                    "Serving layout) with metadata.json built from the run's metrics.")
@@ -239,6 +249,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         if result.export_dir:
             print(f"exported model: {result.export_dir}")
         print(f"run folder: {result.run_dir}/ (report.md, metrics.json, plots)")
+        return 0
+
+    if args.command == "degrade":
+        from training.copies import write_conditions
+        from training.degrade import CONDITIONS
+
+        conditions = args.conditions or list(CONDITIONS)
+        unknown = set(conditions) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
+        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+        files = write_conditions([u.path for u in corpus.utterances], [u.speaker for u in corpus.utterances],
+                                 args.out, conditions)
+        print(f"{len(files)} files written under {args.out}/ ({len(corpus)} clips x {len(conditions)} conditions)")
         return 0
 
     if args.command == "export":

@@ -32,6 +32,12 @@ RECIPES["crnn-speaker"] = {**RECIPES["crnn"], "features": "logmel-speaker"}
 # their probabilities (training/models.py, build_crnn_ensemble): twice the training time and one model call
 # that takes 1.5-1.8 times as long, for 0.810 instead of 0.789 UAR with profiles on EMO-DB across speakers.
 RECIPES["crnn-speaker-pair"] = {**RECIPES["crnn-speaker"], "model": "crnn_ensemble", "model_args": {"members": 2}}
+# The pair on speech only (training/speech.py), log-mel floored 40 dB under the clip's peak, trained on
+# degraded copies of the clips as well (noise, babble, rooms, telephone, MP3, microphones, silence around
+# the speech: training/copies.py) and on tempo changes of up to +-50 %: for recordings unlike the training
+# corpus (benchmarks/README.md, cross-corpus and robustness).
+RECIPES["crnn-robust"] = {**RECIPES["crnn-speaker-pair"], "features": "logmel-robust",
+                          "augment_args": {"max_time_scale": 0.5}, "degrade_copies": 3, "degrade_clean": 0.5}
 DEFAULT_RECIPE = "crnn-speaker-pair"
 
 
@@ -58,6 +64,8 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better smoothed validation loss
     class_weight: bool = RECIPES[DEFAULT_RECIPE]["class_weight"]
     augment: bool = RECIPES[DEFAULT_RECIPE]["augment"]
+    # settings of the frame augmentation (training/augment.py FrameAugment fields), over its defaults
+    augment_args: dict[str, Any] = field(default_factory=lambda: dict(RECIPES[DEFAULT_RECIPE].get("augment_args", {})))
     lr_schedule: str = RECIPES[DEFAULT_RECIPE]["lr_schedule"]  # or "constant"
     average_weights: bool = RECIPES[DEFAULT_RECIPE]["average_weights"]  # mean of the chosen window's weights
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
@@ -92,8 +100,9 @@ class TrainConfig:
         unknown = set(overrides) - cls.field_names()
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
-        settings = {"model_args": {}, **RECIPES[recipe], **overrides, "recipe": recipe}
-        return cls(**{**settings, "model_args": dict(settings["model_args"])})
+        settings = {"model_args": {}, "augment_args": {}, **RECIPES[recipe], **overrides, "recipe": recipe}
+        return cls(**{**settings, "model_args": dict(settings["model_args"]),
+                      "augment_args": dict(settings["augment_args"])})
 
     @classmethod
     def from_toml(cls, path: str | Path, recipe: str | None = None) -> "TrainConfig":

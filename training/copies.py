@@ -57,6 +57,15 @@ def _features(feature_set: FeatureSet, y: np.ndarray, what: str) -> np.ndarray |
         return None
 
 
+def degrade_for_suite(i: int, condition: str, waves: Waveforms, speakers: Sequence[str]) -> np.ndarray:
+    """Clip ``i`` under the fixed ``condition``, seeded by its path and the condition's name (the same file is
+    degraded the same way in every run); babble from clips of other speakers among ``waves``."""
+    rng = np.random.default_rng([zlib.crc32(str(waves.paths[i]).encode()), zlib.crc32(condition.encode())])
+    others = [k for k in range(len(waves.paths)) if speakers[k] != speakers[i]]
+    pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False) if others else []
+    return CONDITIONS[condition](waves[i], RATE, rng, [waves[int(k)] for k in pool])
+
+
 def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speakers: Sequence[str],
                      feature_set: FeatureSet) -> list[np.ndarray | None]:
     """The model inputs (each clip alone) of clips ``idx`` under the fixed degradation ``condition`` of
@@ -65,13 +74,30 @@ def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speak
     None for a clip in which no speech is left (the service would answer no_speech)."""
     out = []
     for i in idx:
-        rng = np.random.default_rng([zlib.crc32(str(waves.paths[i]).encode()), zlib.crc32(condition.encode())])
-        others = [k for k in range(len(waves.paths)) if speakers[k] != speakers[i]]
-        pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False) if others else []
-        y = CONDITIONS[condition](waves[i], RATE, rng, [waves[int(k)] for k in pool])
+        y = degrade_for_suite(i, condition, waves, speakers)
         x = _features(feature_set, y, f"{waves.paths[i]} under {condition}")
         out.append(None if x is None else feature_set.finish(x))
     return out
+
+
+def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str, conditions: Sequence[str]
+                     ) -> list[str]:
+    """Write every clip under every condition as 16 kHz WAV to ``out_dir/<condition>/<file name>.wav``, exactly as
+    the robustness suite hears them (same seeds); returns the files written."""
+    import soundfile as sf
+    from pathlib import Path
+
+    waves = Waveforms(paths)
+    written = []
+    for name in conditions:
+        folder = Path(out_dir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(len(paths)):
+            y = degrade_for_suite(i, name, waves, speakers)
+            target = folder / (Path(paths[i]).stem + ".wav")
+            sf.write(target, y, RATE, subtype="PCM_16")
+            written.append(str(target))
+    return written
 
 
 @dataclass

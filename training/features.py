@@ -399,7 +399,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # The same on speech only (training/speech.py): what a recording with silence or noise around the
     # speech needs to sound like the tightly cut clips of a training corpus.
     "logmel-speaker-vad": LogMelFrames(reference="speaker", speech=DEFAULT_DETECTOR),
-    "logmel-vad": LogMelFrames(speech=DEFAULT_DETECTOR),
+    # ... and with the log-mel floored 40 dB under the clip's loudest bin, so that recordings with different
+    # noise floors (a quiet studio, a noisy room) look alike; the features of the crnn-robust recipe.
+    "logmel-robust": LogMelFrames(reference="speaker", speech=DEFAULT_DETECTOR, floor_db=40.0),
 }
 
 

@@ -348,7 +348,7 @@ def run_training(cfg: TrainConfig) -> RunResult:
     if cfg.augment:
         from training.augment import FrameAugment
 
-        augment = FrameAugment.for_features(feature_set)
+        augment = FrameAugment.for_features(feature_set, **(cfg.augment_args or {}))
     corpus, test_corpus = _load(cfg)
     run_dir = make_run_dir(cfg.runs_dir, corpus.name, cfg.protocol, cfg.model)
     log.info("run folder: %s", run_dir)
