@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: install run test train analyze bench-accuracy bench-serving constraints clean
+.PHONY: install run test train analyze bench-accuracy bench-serving bench-vad constraints clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: make PYTHON=/path/to/python3.11")'
@@ -35,6 +35,9 @@ bench-accuracy: install
 
 bench-serving: install
 	$(BIN)/python benchmarks/serving.py $(ARGS)
+
+bench-vad: install
+	$(BIN)/python benchmarks/vad.py $(ARGS)
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable ) > constraints.new && mv constraints.new constraints.txt

@@ -99,7 +99,7 @@ def test_service_answers_what_training_features_and_the_export_give(client, serv
         np.testing.assert_allclose(list(r.json()["probabilities"].values()), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"])
 def test_wav_sample_formats_and_stereo_are_accepted(client, subtype):
     data = wav_bytes(speech(2.0, 44100, channels=2), 44100, subtype=subtype)
     r = post(client, data)

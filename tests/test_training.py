@@ -88,6 +88,9 @@ def test_export_layout_and_metadata(trained):
     assert meta["evaluation"]["protocol"] == "loso" and 0 <= meta["evaluation"]["metrics"]["uar"] <= 1
     # The default recipe reads clips relative to their speaker: the export says so and carries both figures.
     assert meta["features"]["reference"] == "speaker"
+    assert meta["features"]["speech"]["kind"] == "webrtc", "the default recipe reads speech only"
+    # a CSV of one's own files: no licence known, so the export does not claim the model may be shared
+    assert meta["training"]["corpora"][0]["licence"] == "unknown" and not meta["training"]["redistributable"]
     assert 0 <= meta["evaluation"]["with_profile"]["metrics"]["uar"] <= 1
     assert meta["evaluation"]["with_profile"]["metrics"]["n"] == meta["evaluation"]["metrics"]["n"]
     assert meta["training"]["speakers"] == list(SPEAKERS)
@@ -182,8 +185,10 @@ def test_flags_override_the_recipe():
 
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
-        "crnn-speaker-pair", "logmel-speaker", True, True, False)
+        "crnn-robust", "logmel-robust", True, True, False)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
+    assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.5})
+    assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0
     assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-speaker"])).model_args == {}
     assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))

@@ -38,7 +38,7 @@ RECIPES["crnn-speaker-pair"] = {**RECIPES["crnn-speaker"], "model": "crnn_ensemb
 # corpus (benchmarks/README.md, cross-corpus and robustness).
 RECIPES["crnn-robust"] = {**RECIPES["crnn-speaker-pair"], "features": "logmel-robust",
                           "augment_args": {"max_time_scale": 0.5}, "degrade_copies": 3, "degrade_clean": 0.5}
-DEFAULT_RECIPE = "crnn-speaker-pair"
+DEFAULT_RECIPE = "crnn-robust"
 
 
 @dataclass
