@@ -1,0 +1,79 @@
+"""Degraded copies of training clips (training/copies.py) on real bundled clips: babble never comes from
+outside the clips being trained on, copies are reproducible, and the sampler mixes clean items and copies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.conftest import BUNDLED
+from training.audio import read_audio
+from training.copies import CopySampler, DegradedCopies, Waveforms, condition_inputs
+from training.degrade import DegradeSettings
+from training.features import FEATURE_SETS
+
+FEATURES = FEATURE_SETS["logmel-robust"]
+
+
+class Watched(Waveforms):
+    """Waveforms that note which clips were read."""
+
+    def __init__(self, paths):
+        super().__init__(paths)
+        self.read: set[int] = set()
+
+    def __getitem__(self, i):
+        self.read.add(i)
+        return super().__getitem__(i)
+
+
+def clips():
+    files = sorted((BUNDLED / "wav").glob("0[38]a01*.flac")) + sorted((BUNDLED / "wav").glob("09a01*.flac"))
+    return [str(f) for f in files], [f.name[:2] for f in files]
+
+
+def test_babble_only_from_the_clips_trained_on():
+    paths, speakers = clips()
+    train = [i for i, s in enumerate(speakers) if s != "09"]  # speaker 09 is the fold's test speaker
+    waves = Watched(paths)
+    copies = DegradedCopies(waves, speakers, FEATURES, copies=2, seed=0,
+                            settings=DegradeSettings(babble_p=1.0, noise_p=0.0))  # every copy holds babble
+    out = copies.for_items(train)
+    assert len(out) == len(train) and all(len(c) == 2 for c in out)
+    assert waves.read <= set(train), "a test speaker's clip reached training as babble"
+    # and every copy differs from its clean clip
+    for i, items in zip(train, out):
+        clean = FEATURES.base(read_audio(paths[i]))
+        assert all(x.shape != clean.shape or not np.allclose(x, clean) for x in items)
+
+
+def test_copies_are_reproducible_and_seeded():
+    paths, speakers = clips()
+    idx = list(range(len(paths)))
+    a = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=0).for_items(idx)
+    b = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=0).for_items(idx)
+    c = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=1).for_items(idx)
+    assert all(np.array_equal(x, y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+    assert any(x.shape != z.shape or not np.allclose(x, z) for xs, zs in zip(a, c) for x, z in zip(xs, zs))
+
+
+def test_sampler_draws_clean_items_and_copies():
+    paths, speakers = clips()
+    idx = list(range(len(paths)))
+    bases = [FEATURES.base(read_audio(p)) for p in paths]
+    copies = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=0).for_items(idx)
+    sampler = CopySampler(bases, copies, FEATURES, clean=0.5)
+    rng = np.random.default_rng(0)
+    clean = FEATURES.finish(bases[0])
+    drawn = [sampler(0, rng) for _ in range(40)]
+    n_clean = sum(x.shape == clean.shape and np.array_equal(x, clean) for x in drawn)
+    assert 8 <= n_clean <= 32, n_clean  # about half
+    assert CopySampler(bases, copies, FEATURES, clean=1.0)(0, rng).shape == clean.shape
+
+
+def test_the_suite_hears_every_condition_and_is_deterministic():
+    paths, speakers = clips()
+    waves = Waveforms(paths)
+    for condition in ("silence-1s", "babble-10dB", "telephone"):
+        first = condition_inputs([0, 1], condition, waves, speakers, FEATURES)
+        again = condition_inputs([0, 1], condition, waves, speakers, FEATURES)
+        assert all(x is not None and np.array_equal(x, y) for x, y in zip(first, again))
