@@ -51,7 +51,7 @@ class ProfileResponse(BaseModel):
         "profile": {"mean": [0.41, 0.52, "... 64 values"], "frames": 5130, "clips": 20,
                     "features": "3f2a9c0d1e7b4a55"},
         "seconds": 51.3,
-        "model": {"name": "emotion", "version": 5},
+        "model": {"name": "emotion", "version": 6},
     }})
 
 
@@ -85,7 +85,7 @@ class PredictResponse(BaseModel):
         "probabilities": {"angry": 0.87, "boredom": 0.0, "disgust": 0.02, "fear": 0.03, "happy": 0.07,
                           "neutral": 0.0, "sad": 0.01},
         "audio": {"duration": 2.61, "sample_rate": 16000, "channels": 1, "format": "WAV"},
-        "model": {"name": "emotion", "version": 1},
+        "model": {"name": "emotion", "version": 6},
         "windows": 1,
         "speech_seconds": 2.31,
     }})

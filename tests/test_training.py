@@ -280,3 +280,18 @@ def test_degrade_command_writes_the_suite_deterministically(slice_csv, tmp_path,
         assert sr == 16000 and len(y) == len(original) and not np.allclose(y, original, atol=1e-3)
     assert main(["degrade", "--data", str(slice_csv), "--out", str(tmp_path / "c"), "--conditions", "nope"]) == 2
     assert "unknown condition" in capsys.readouterr().err
+
+
+def test_evaluate_scores_an_exported_model_on_another_corpus(trained, tess_like, tmp_path, capsys):
+    _, models = trained
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(models / "emotion" / "1"), "--data", str(tess_like),
+                 "--json", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    printed = capsys.readouterr().out
+    assert "on tess (" in printed and "UAR" in printed and "recall: angry" in printed
+    result = json.loads(out.read_text())
+    assert result["emotions"] == ["angry", "happy", "neutral", "sad"]
+    n = sum(1 for _ in tess_like.rglob("*.wav"))
+    assert result["metrics"]["n"] + result["skipped"] == n
+    # the confusion matrix counts every scored clip once, over the model's whole label set
+    assert np.asarray(result["metrics"]["confusion_matrix"]).sum() == result["metrics"]["n"]

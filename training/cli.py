@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
 from training.config import DEFAULT_CORPUS, DEFAULT_RECIPE, RECIPES, TrainConfig  # noqa: E402
@@ -144,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not read or write the feature cache")
     p.add_argument("--jobs", default=S, type=int, help="feature extraction processes (default: all cores)")
 
+    p = sub.add_parser("evaluate", help="score an exported model on a labelled corpus (each clip alone)",
+                       description="Score an exported model (models/<name>/<version>/) on a labelled corpus, each clip "
+                                   "alone as POST /predict hears it, over the emotions the corpus shares with the "
+                                   "model: accuracy, UAR, per-class recall, confusion matrix. On a corpus the model "
+                                   "never saw, this is a cross-corpus figure.")
+    _data_args(p, suppress=False)
+    p.add_argument("--model", dest="model_path", default="models", help="model folder (default: the newest model)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--cache-dir", default=".cache/features", help="feature cache (default: .cache/features)")
+
     p = sub.add_parser("degrade", help="write a corpus under the robustness suite's fixed degradations (WAV)",
                        description="Write every file of a corpus under each fixed degradation of the robustness "
                                    "suite (training/degrade.py CONDITIONS) as 16 kHz WAV into OUT/<condition>/, "
@@ -249,6 +261,34 @@ def _dispatch(args: argparse.Namespace) -> int:
         if result.export_dir:
             print(f"exported model: {result.export_dir}")
         print(f"run folder: {result.run_dir}/ (report.md, metrics.json, plots)")
+        return 0
+
+    if args.command == "evaluate":
+        from training.export import ExportedModel
+        from training.features import pad_batch
+        from training.train import score_corpus
+
+        model = ExportedModel.load(args.model_path)
+
+        def predict(inputs):
+            order = np.argsort([len(x) for x in inputs], kind="stable")
+            probs = np.zeros((len(inputs), len(model.labels)), dtype=np.float32)
+            for k in range(0, len(order), 32):  # similar lengths together: little padding
+                idx = order[k:k + 32]
+                probs[idx] = model.predict(pad_batch([inputs[i] for i in idx]))
+            return probs
+
+        result = score_corpus(predict, args.data, model.features, model.labels,
+                              model.metadata.get("training", {}).get("corpus", "?"), cache_dir=args.cache_dir)
+        m = result["metrics"]
+        print(f"model {model.name} version {model.version} on {result['corpus']} ({m['n']} clips, emotions "
+              f"{', '.join(result['emotions'])}; {result['skipped']} not scored): accuracy {m['accuracy']:.3f}, "
+              f"UAR {m['uar']:.3f}, macro-F1 {m['macro_f1']:.3f}")
+        answers = np.asarray(m["confusion_matrix"]).sum(axis=0)
+        print("recall: " + ", ".join(f"{e} {m['per_class'][e]['recall']:.2f}" for e in result["emotions"]))
+        print("answers: " + ", ".join(f"{label} {int(n)}" for label, n in zip(model.labels, answers) if n))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return 0
 
     if args.command == "degrade":

@@ -521,18 +521,28 @@ def _robustness(y_true: np.ndarray, robust_pred: dict[str, list[np.ndarray]], la
 
 def _score_corpus(model, path: str, feature_set: FeatureSet, labels: list[str], cfg: TrainConfig, train_name: str
                   ) -> dict:
-    """The final model on another corpus: its clips with emotions the model knows, each alone; UAR over those
-    emotions (answers are the model's whole label set, as the service gives them)."""
+    """The final model on another corpus (see :func:`score_corpus`)."""
+    return score_corpus(lambda x: predict_proba(model, x), path, feature_set, labels, train_name,
+                        cache_dir=cfg.cache_dir, jobs=cfg.jobs, progress=cfg.progress)
+
+
+def score_corpus(predict: Callable[[list[np.ndarray]], np.ndarray], path: str, feature_set: FeatureSet,
+                 labels: list[str], train_name: str, *, cache_dir: str | None = None, jobs: int | None = None,
+                 progress: bool = True) -> dict:
+    """A model on a labelled corpus: its clips with emotions the model knows, each alone (as /predict hears
+    them); UAR over those emotions (answers are the model's whole label set, as the service gives them)."""
     other = load_corpus(path)
     shared = sorted(set(labels) & set(other.emotions))
+    if not shared:
+        raise ValueError(f"{other.name} has no emotion the model knows ({', '.join(labels)})")
     other = other.subset(lambda u: u.emotion in shared)
-    extracted = extract_features([u.path for u in other.utterances], feature_set, cache=FeatureCache(cfg.cache_dir),
-                                 jobs=cfg.jobs, progress=cfg.progress)
+    extracted = extract_features([u.path for u in other.utterances], feature_set, cache=FeatureCache(cache_dir),
+                                 jobs=jobs, progress=progress)
     kept = [(u, f) for u, f in zip(other.utterances, extracted.features) if f is not None]
     y_true = np.array([labels.index(u.emotion) for u, _ in kept])
-    pred = predict_proba(model, finish_each([f for _, f in kept], feature_set)).argmax(axis=1)
+    pred = predict(finish_each([f for _, f in kept], feature_set)).argmax(axis=1)
     m = classification_metrics(y_true, pred, labels)
-    log.info("final model on %s (%d clips, emotions %s): accuracy %.3f, UAR %.3f", other.name, len(kept),
+    log.info("scored on %s (%d clips, emotions %s): accuracy %.3f, UAR %.3f", other.name, len(kept),
              ", ".join(shared), m["accuracy"], m["uar"])
     return {"corpus": other.name, "path": _portable(path), "trained_on": train_name, "emotions": shared,
             "skipped": len(other.utterances) - len(kept),
