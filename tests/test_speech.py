@@ -150,17 +150,22 @@ def test_padding_around_a_clip_barely_changes_the_answer(client):
 
 
 def test_timeline_marks_the_window_without_speech(client):
-    first, second = speech(3.0, start=0), speech(3.0, start=40)
-    y = np.concatenate([first[:, 0], np.zeros(3 * SR, np.float32), second[:, 0]])
-    r = post(client, wav(y), timeline="true", window=3, hop=3)
+    first, second = speech(4.0, start=0), speech(4.0, start=40)
+    y = np.concatenate([first[:, 0], np.zeros(4 * SR, np.float32), second[:, 0]])  # 12 s: longer than the span
+    r = post(client, wav(y), timeline="true", window=4, hop=4)
     assert r.status_code == 200, r.text
     body = r.json()
     marks = [(s["start"], s["speech"]) for s in body["timeline"]]
-    assert marks == [(0.0, True), (3.0, False), (6.0, True)], marks
+    assert marks == [(0.0, True), (4.0, False), (8.0, True)], marks
     middle = body["timeline"][1]
     assert middle["emotion"] is None and middle["probabilities"] is None
-    assert all(s["probabilities"] for s in body["timeline"] if s["speech"])
-    assert 4.0 <= body["speech_seconds"] <= 6.5
+    speaking = [s for s in body["timeline"] if s["speech"]]
+    assert all(s["probabilities"] for s in speaking)
+    # the overall answer is the mean of the windows with speech; the silent one is left out
+    assert body["windows"] == 2
+    mean = np.mean([list(s["probabilities"].values()) for s in speaking], axis=0)
+    np.testing.assert_allclose(list(body["probabilities"].values()), mean, rtol=1e-5, atol=1e-6)
+    assert 5.5 <= body["speech_seconds"] <= 8.5
 
 
 def test_profile_refuses_a_clip_without_speech_by_name(client):
