@@ -27,6 +27,10 @@ examples:
   python -m training train --protocol random --epochs 50 --export emotion
   python -m training train --config my_run.toml --seed 3
   python -m training export runs/<run folder> --name emotion
+  python -m training train --data data/emodb --data path/to/TESS --common-emotions   # two corpora together
+  python -m training train --robustness --eval-data path/to/TESS --export emotion    # how the default was made
+  python -m training evaluate --model models/emotion --data path/to/TESS            # a model on another corpus
+  python -m training degrade --data data/emodb --out degraded/                       # the robustness suite as WAV
 """
 
 
