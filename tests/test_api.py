@@ -569,3 +569,19 @@ def test_models_without_a_speaker_reference_refuse_profiles():
         r = c.post("/predict", files={"file": ("a.wav", clip_as())}, data={"profile": "{}"})
         assert r.status_code == 422 and r.json()["code"] == "profiles_unsupported"
         assert c.post("/predict", files={"file": ("a.wav", clip_as())}).status_code == 200
+
+
+def test_the_default_model_is_shippable_and_says_how_it_holds_up(served):
+    """The bundled default model: trained only on redistributable data (EMO-DB, CC0), on speech only, with the
+    in-corpus, cross-corpus and robustness figures its own training run measured in its metadata."""
+    training = served.metadata["training"]
+    assert [(c["name"], c["licence"]) for c in training["corpora"]] == [("emodb", "CC0-1.0")]
+    assert training["redistributable"] is True
+    assert served.features.speech is not None, "the default model reads speech only"
+    evaluation = served.metadata["evaluation"]
+    assert evaluation["protocol"] == "loso" and evaluation["speaker_independent"]
+    (cross,) = evaluation["cross_corpus"]
+    assert cross["corpus"] == "tess" and len(cross["emotions"]) == 6 and 0 <= cross["metrics"]["uar"] <= 1
+    conditions = evaluation["robustness"]["conditions"]
+    assert set(conditions) == {"silence-1s", "white-20dB", "white-10dB", "babble-20dB", "babble-10dB", "reverb",
+                               "telephone", "mp3-64k"}
