@@ -240,7 +240,7 @@ class Predictor:
         self.model.features.require_length(audio)
         y = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, 16000)
         detector = self.detector
-        seconds = float(sum(b - a for a, b in detector.runs(y, 16000)))
+        seconds = detector.speech_seconds(y, 16000)
         if seconds < detector.min_speech:
             raise NoSpeechError(f"no speech found in the audio ({seconds:.2f} s of speech-like sound in "
                                 f"{audio.duration:.2f} s; at least {detector.min_speech:g} s needed): silence, "

@@ -60,7 +60,7 @@ def test_no_speech_in_silence_noise_or_a_click(what):
          "click": click()}[what]
     with pytest.raises(NoSpeechError, match="no speech"):
         DEFAULT_DETECTOR.keep(y, SR)
-    assert DEFAULT_DETECTOR.speech_seconds(y, SR) == 0.0
+    assert DEFAULT_DETECTOR.speech_seconds(y, SR) < DEFAULT_DETECTOR.min_speech
 
 
 def test_long_pauses_inside_are_shortened():

@@ -14,6 +14,7 @@ keeps them); copies with babble are made per fold from that fold's training spea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -164,15 +165,11 @@ class DegradedCopies:
 
 
 def _without_babble(settings: DegradeSettings) -> DegradeSettings:
-    import dataclasses
-
     return dataclasses.replace(settings, babble_p=0.0)
 
 
 def _babble_only(settings: DegradeSettings) -> DegradeSettings:
     """The copy was drawn to hold babble: babble for sure, and no other additive noise."""
-    import dataclasses
-
     return dataclasses.replace(settings, babble_p=1.0, noise_p=0.0)
 
 

@@ -118,11 +118,8 @@ class SpeechDetector:
         return regions
 
     def speech_seconds(self, y: np.ndarray, sample_rate: int) -> float:
-        """Seconds of audio :meth:`keep` would return (0 when there is no speech)."""
-        try:
-            return len(self.keep(y, sample_rate)) / sample_rate
-        except NoSpeechError:
-            return 0.0
+        """Seconds of speech found: the runs of speech frames, without margins or pauses."""
+        return float(sum(b - a for a, b in self.runs(y, sample_rate)))
 
     def keep(self, y: np.ndarray, sample_rate: int) -> np.ndarray:
         """The speech of ``y``: leading and trailing non-speech removed, pauses longer than ``max_pause``
