@@ -64,10 +64,19 @@ async function startRecording() {
     showError(`No microphone: ${err.message || err.name}.`);
     return;
   }
-  const context = new AudioContext();
-  await context.audioWorklet.addModule("page/recorder-worklet.js");
-  const source = context.createMediaStreamSource(stream);
-  const node = new AudioWorkletNode(context, "capture");
+  let context, source, node;
+  try {
+    context = new AudioContext();
+    await context.audioWorklet.addModule("page/recorder-worklet.js");
+    source = context.createMediaStreamSource(stream);
+    node = new AudioWorkletNode(context, "capture");
+  } catch (err) {
+    stream.getTracks().forEach((track) => track.stop());
+    if (context) context.close();
+    $("record").disabled = false;
+    showError(`Recording could not start: ${err.message || err.name}.`);
+    return;
+  }
   const chunks = [];
   node.port.onmessage = (event) => {
     chunks.push(event.data);
