@@ -237,7 +237,7 @@ function el(name, attrs, parent) {
 
 /** One line per emotion over the windows' centres; windows without speech shaded and labelled. */
 function renderTimeline(timeline, labels, color, duration) {
-  const W = 640, H = 240, left = 40, right = 10, topPad = 10, bottom = 30;
+  const W = 640, H = 240, left = 48, right = 10, topPad = 10, bottom = 30;
   const end = Math.max(duration, timeline[timeline.length - 1].end);
   const x = (t) => left + (W - left - right) * t / end;
   const y = (p) => topPad + (H - topPad - bottom) * (1 - p);
