@@ -14,14 +14,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from fastapi import FastAPI  # noqa: E402
-from fastapi.responses import RedirectResponse  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from app import __version__  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.errors import BodySizeLimit, install_error_handlers  # noqa: E402
 from app.inference import Predictor  # noqa: E402
-from app.routes import health, model, predict, profile  # noqa: E402
+from app.routes import health, model, page, predict, profile  # noqa: E402
 from training.runtime import retain_freed_memory  # noqa: E402
 
 log = logging.getLogger("app")
@@ -90,10 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profile.router)
     app.include_router(health.router)
     app.include_router(model.router)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    app.include_router(page.router)  # GET /: the page to try the service in a browser (app/static/)
 
     return app
 
