@@ -38,7 +38,10 @@ RECIPES["crnn-speaker-pair"] = {**RECIPES["crnn-speaker"], "model": "crnn_ensemb
 # corpus (benchmarks/README.md, cross-corpus and robustness).
 RECIPES["crnn-robust"] = {**RECIPES["crnn-speaker-pair"], "features": "logmel-robust",
                           "augment_args": {"max_time_scale": 0.5}, "degrade_copies": 3, "degrade_clean": 0.5}
-DEFAULT_RECIPE = "crnn-robust"
+# crnn-robust without the speaker reference (features logmel-robust-clip): what a user sending one clip
+# gets, which is what the default is chosen on. It takes no speaker profiles; the recipes above do.
+RECIPES["crnn-robust-clip"] = {**RECIPES["crnn-robust"], "features": "logmel-robust-clip"}
+DEFAULT_RECIPE = "crnn-robust-clip"
 
 
 @dataclass

@@ -402,6 +402,10 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # ... and with the log-mel floored 40 dB under the clip's loudest bin, so that recordings with different
     # noise floors (a quiet studio, a noisy room) look alike; the features of the crnn-robust recipe.
     "logmel-robust": LogMelFrames(reference="speaker", speech=DEFAULT_DETECTOR, floor_db=40.0),
+    # The same without the speaker reference: each clip read on its own. The clip's mean spectrum that the
+    # reference removes also carries the voice quality of the emotion (a breathy, tilted spectrum or a
+    # pressed, flat one), and a single clip has nothing else to tell it from the speaker's own colouring.
+    "logmel-robust-clip": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0),
 }
 
 
