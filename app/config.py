@@ -47,6 +47,12 @@ class Settings(BaseModel):
         30.0, ge=0,
         description="on SIGTERM, how long in-flight requests may take to finish before they are cancelled",
     )
+    keep_alive_s: float = Field(
+        5.0, gt=0,
+        description="how long an idle keep-alive connection stays open; behind a load balancer or a client "
+                    "pool, set it above their idle timeout, or a request sent as the service closes the "
+                    "connection is lost",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="`text`, or `json`: one JSON object per line (the access log and the service's own)")
     api_keys: str = Field(

@@ -25,7 +25,7 @@ from app import __version__, logs, metrics  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.errors import BodySizeLimit, install_error_handlers  # noqa: E402
 from app.inference import Predictor  # noqa: E402
-from app.middleware import AccessLog, Admission, APIKeyAuth  # noqa: E402
+from app.middleware import AccessLog, Admission, APIKeyAuth, path_matcher  # noqa: E402
 from app.routes import health, metrics as metrics_route, model, predict, profile  # noqa: E402
 from app.schemas import error_response  # noqa: E402
 from training.runtime import retain_freed_memory  # noqa: E402
@@ -136,9 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Admission, max_pending=settings.max_queue, paths={"/predict", "/profile"})
     keys = settings.keys()
     if keys:
-        auth = APIKeyAuth(None, keys, settings.open_paths)
         app.add_middleware(APIKeyAuth, keys=keys, open_paths=settings.open_paths)
-        _document_security(app, auth.is_open)
+        _document_security(app, path_matcher(settings.open_paths))
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "X-Request-ID"],

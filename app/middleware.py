@@ -121,6 +121,13 @@ class AccessLog:
         access_log.info("access", extra={"fields": fields})
 
 
+def path_matcher(open_paths: list[str]):
+    """``is_open(path)`` for SER_AUTH_OPEN_PATHS: exact paths, or prefixes where an entry ends with ``*``."""
+    exact = {p for p in open_paths if not p.endswith("*")}
+    prefixes = tuple(p[:-1] for p in open_paths if p.endswith("*"))
+    return lambda path: path in exact or path.startswith(prefixes)
+
+
 class APIKeyAuth:
     """Every request but those to ``open_paths`` needs one of ``keys``, as ``Authorization: Bearer <key>`` or
     ``X-API-Key: <key>``; otherwise 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``.
@@ -132,8 +139,7 @@ class APIKeyAuth:
     def __init__(self, app: ASGIApp, keys: list[str], open_paths: list[str]):
         self.app = app
         self.keys = [key.encode() for key in keys]
-        self.open_exact = {p for p in open_paths if not p.endswith("*")}
-        self.open_prefixes = tuple(p[:-1] for p in open_paths if p.endswith("*"))
+        self.is_open = path_matcher(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.is_open(scope["path"]):
@@ -146,9 +152,6 @@ class APIKeyAuth:
         detail = ("an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
                   if presented is None else "the API key sent is not valid")
         await send_error(send, 401, "unauthorized", detail, [(b"www-authenticate", b'Bearer realm="api"')])
-
-    def is_open(self, path: str) -> bool:
-        return path in self.open_exact or path.startswith(self.open_prefixes)
 
     @staticmethod
     def presented(headers: dict[bytes, bytes]) -> bytes | None:

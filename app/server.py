@@ -114,7 +114,7 @@ def _exit_cleanly(signum, frame) -> None:
 
 
 def serve(app: str, *, host: str, port: int, workers: int, log_level: str, log_format: str = "text",
-          graceful_timeout: float | None = None) -> None:
+          graceful_timeout: float | None = None, keep_alive: float = 5) -> None:
     """Serve the ASGI app at import path ``app`` (``"package.module:attribute"``) until stopped.
 
     On SIGTERM, uvicorn stops accepting connections, lets the requests in flight finish (at most
@@ -122,7 +122,7 @@ def serve(app: str, *, host: str, port: int, workers: int, log_level: str, log_f
     service's own access log replaces uvicorn's (one line per request, app/middleware.py).
     """
     options = {"host": host, "port": port, "workers": workers, "log_level": log_level, "access_log": False,
-               "timeout_graceful_shutdown": graceful_timeout}
+               "timeout_graceful_shutdown": graceful_timeout, "timeout_keep_alive": keep_alive}
     if (log_config := uvicorn_log_config(log_format)) is not None:
         options["log_config"] = log_config
     # A single uvicorn server raises the signal that stopped it again once it has shut down gracefully,
