@@ -12,7 +12,7 @@ Steps, against one service process (uvicorn, ``SER_WORKERS`` workers, real bundl
   4. afterwards: /health/ready, one more answer, each worker's RSS and pid against before (no restart).
 Pass: every answer is 200 or 503 ``overloaded`` with Retry-After, none lost (every request answered),
 every 200 equals its clip's answer alone, the slow uploads answered, the service healthy afterwards.
-The exit status says whether it passed; the measurements are printed (Markdown) and written as JSON to
+The exit status says whether it passed; the measurements are printed and written (JSON and Markdown) to
 benchmarks/results/.
 
     python benchmarks/load.py                     # make bench-load
@@ -98,9 +98,11 @@ def workers_of(pid: int) -> dict[int, int]:
     return rss
 
 
-def start(port: int, workers: int, max_queue: int | None) -> subprocess.Popen:
+def start(port: int, workers: int, max_queue: int | None, keep_alive: float) -> subprocess.Popen:
+    # Keep-alive longer than the clients' idle expiry (see limits()), as behind any pooling client; with
+    # uvicorn's 5 s, a client process starved of CPU reuses connections the service is closing.
     env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", "SER_WORKERS": str(workers),
-           "SER_LOG_LEVEL": "warning"}
+           "SER_LOG_LEVEL": "warning", "SER_KEEP_ALIVE_S": str(keep_alive)}
     if max_queue:
         env["SER_MAX_QUEUE"] = str(max_queue)
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -329,6 +331,7 @@ def main() -> int:
     parser.add_argument("--client-processes", type=int, default=4, help="processes generating the load")
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--max-queue", type=int, default=None, help="SER_MAX_QUEUE (default: the service's)")
+    parser.add_argument("--keep-alive", type=float, default=75, help="SER_KEEP_ALIVE_S")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
@@ -336,11 +339,12 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    proc = start(port, args.workers, args.max_queue)
+    proc = start(port, args.workers, args.max_queue, args.keep_alive)
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
                            "python": platform.python_version()},
-               "workers": args.workers, "startup_s": round(time.perf_counter() - t0, 1)}
+               "workers": args.workers, "max_queue": args.max_queue, "keep_alive_s": args.keep_alive,
+               "startup_s": round(time.perf_counter() - t0, 1)}
     try:
         expected = {}
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -395,6 +399,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     (out / f"load-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"load-{stamp}.md").write_text(report(results) + "\n")
     print(report(results))
     print(f"\nresults in {out}/load-{stamp}.json")
     return 0 if not failures else 1
