@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from app.server import _metrics_folder
 from tests.conftest import BUNDLED, ROOT
 from tests.test_ops import metric, silence
 
@@ -50,7 +52,8 @@ def start(port: int, **settings: str) -> subprocess.Popen:
 def test_two_workers_metrics_are_summed_and_logs_hold_no_keys():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start(port, SER_WORKERS="2", SER_LOG_FORMAT="json", SER_API_KEYS=KEY, SER_LOG_LEVEL="info")
+    proc = start(port, SER_WORKERS="2", SER_LOG_FORMAT="json", SER_API_KEYS=KEY, SER_LOG_LEVEL="info",
+                 SER_KEEP_ALIVE_S="1")
     try:
         # Each request on a new connection: the kernel spreads connections over the two workers' sockets.
         for i in range(12):
@@ -65,6 +68,14 @@ def test_two_workers_metrics_are_summed_and_logs_hold_no_keys():
         assert httpx.post(f"{base}/predict", files={"file": ("clip.flac", b"x")},
                           headers={"X-API-Key": KEY + "x"}, timeout=60).status_code == 401
         scrapes = [httpx.get(f"{base}/metrics", timeout=30).text for _ in range(12)]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:  # SER_KEEP_ALIVE_S reaches uvicorn
+            idle.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):  # the JSON body's end
+                answer += idle.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert idle.recv(1) == b"" and time.monotonic() - started < 4  # closed after 1 s idle, not 5
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=120)[0].decode()
@@ -76,7 +87,7 @@ def test_two_workers_metrics_are_summed_and_logs_hold_no_keys():
         assert metric(text, "ser_model_batch_size_count") == 12
         assert metric(text, "ser_audio_seconds_total") > 12 * 1.8
     entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    access = [e for e in entries if e["logger"] == "app.access" and e["route"] != "/health/ready"]
+    access = [e for e in entries if e["logger"] == "app.access" and not e["route"].startswith("/health")]
     assert len(access) == 12 + 2 + 1 + 12, output
     predict_pids = {e["pid"] for e in access if e["route"] == "/predict" and e["status"] == 200}
     scrape_pids = {e["pid"] for e in access if e["route"] == "/metrics"}
@@ -124,3 +135,21 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(workers):
     assert response.startswith(b"HTTP/1.1 200"), response[:300]
     assert b'"probabilities"' in response
     assert proc.returncode == 0, output
+
+
+def test_metrics_folder_is_fresh_at_each_start(tmp_path, monkeypatch):
+    """Several workers: a new temporary folder, removed at exit; an operator's folder: emptied of the files
+    of a previous run (whose counts would otherwise be summed with this run's)."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with _metrics_folder(workers=2):
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert folder.is_dir() and not any(folder.iterdir())
+    assert not folder.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    with _metrics_folder(workers=1):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # one process: its own registry
+    (tmp_path / "counter_4242.db").write_bytes(b"stale")
+    (tmp_path / "notes.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with _metrics_folder(workers=2):
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert tmp_path.is_dir()
