@@ -54,7 +54,9 @@ class Settings(BaseModel):
                     "connection is lost",
     )
     log_format: Literal["text", "json"] = Field(
-        "text", description="`text`, or `json`: one JSON object per line (the access log and the service's own)")
+        "text",
+        description="`text`, or `json`: one JSON object per line (access lines, the service's and uvicorn's own)",
+    )
     api_keys: str = Field(
         "", repr=False,
         description="comma-separated API keys; when any is set (here or in SER_API_KEYS_FILE) every path but "
@@ -76,17 +78,17 @@ class Settings(BaseModel):
 
     @field_validator("api_keys_file")
     @classmethod
-    def _keys_file_is_readable(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"{path} is not a file")
+    def _keys_file_holds_keys(cls, path: Path | None) -> Path | None:
+        # An empty or missing secret must not quietly leave the service open.
+        if path is not None and (not path.is_file() or not _key_lines(path)):
+            raise ValueError(f"{path} is not a file holding at least one key")
         return path
 
     def keys(self) -> list[str]:
         """The accepted API keys (none: access control is off)."""
         keys = [k.strip() for k in self.api_keys.split(",")]
         if self.api_keys_file is not None:
-            keys += [line.strip() for line in self.api_keys_file.read_text().splitlines()
-                     if not line.strip().startswith("#")]
+            keys += _key_lines(self.api_keys_file)
         return [k for k in keys if k]
 
     @property
@@ -135,6 +137,11 @@ class Settings(BaseModel):
                 default = "(none)"
             rows.append((ENV_PREFIX + name.upper(), str(default), field.description or ""))
         return rows
+
+
+def _key_lines(path: Path) -> list[str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _cpus() -> int:

@@ -392,8 +392,9 @@ def main() -> int:
     failures += ["slow upload not answered"] * bool(slow["lost"] or slow["wrong"] or slow["other_status"]
                                                     or slow["bad_503"] or not slow["sent"])
     failures += ["no 503 under overload"] * (over["overloaded"] == 0)
-    failures += ["not healthy afterwards"] * (results["after"]["ready"] != 200 or not results["after"]["answer_unchanged"]
-                                             or results["after"]["workers_restarted"])
+    after = results["after"]
+    failures += ["not healthy afterwards"] * (after["ready"] != 200 or not after["answer_unchanged"]
+                                             or after["workers_restarted"])
     results["passed"], results["failures"] = not failures, failures
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -416,8 +417,9 @@ def report(r: dict) -> str:
     for label, p in ((f"capacity ({c['seconds']:g} s, closed loop)", c),
                      (f"overload ({o['window_s']:g} s at {o['target_per_s']:g}/s; last answer after "
                       f"{o['seconds']:g} s)", o)):
-        lines.append(f"| {label} | {p['sent_per_s']} | {p['ok_per_s']} | {p['ok']} | {p['overloaded']} | {p['wrong']} "
-                     f"| {p['lost']} | {p['other_status'] + p['bad_503']} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} |")
+        lines.append(f"| {label} | {p['sent_per_s']} | {p['ok_per_s']} | {p['ok']} | {p['overloaded']} "
+                     f"| {p['wrong']} | {p['lost']} | {p['other_status'] + p['bad_503']} | {p['p50_ms']} "
+                     f"| {p['p99_ms']} | {p['max_ms']} |")
     lines += ["", f"Slow uploads (1 KB / 50 ms) during the overload: {s['sent']} sent, {s['ok']} answered 200 (right), "
                   f"{s['overloaded']} 503, {s['lost']} lost, {s['wrong']} wrong; longest {s['max_ms']} ms.",
               f"Uploads dropped halfway: {d['dropped']} (and {d['answered_before_drop']} refused before the drop).",

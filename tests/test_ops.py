@@ -219,6 +219,15 @@ def test_keys_are_required_as_bearer_or_x_api_key(keyed, alone):
         assert keyed.get(path).status_code == 200, path
 
 
+def test_an_empty_or_missing_keys_file_is_refused_at_start(tmp_path):
+    """A secret mounted empty (or not at all) must not leave the service open without saying so."""
+    empty = tmp_path / "keys"
+    empty.write_text("# rotated out\n\n")
+    for path in (empty, tmp_path / "missing"):
+        with pytest.raises(ValueError, match="SER_API_KEYS_FILE"):
+            Settings.from_env({"SER_API_KEYS_FILE": str(path)})
+
+
 def test_open_paths_are_configurable():
     settings = Settings(model_path=MODELS, api_keys=KEYS[0], auth_open_paths="/health*")
     with TestClient(create_app(settings)) as c:
