@@ -20,7 +20,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     serve("app.main:app", host=settings.host, port=settings.port, workers=settings.workers,
-          log_level=settings.log_level)
+          log_level=settings.log_level, log_format=settings.log_format,
+          graceful_timeout=settings.graceful_timeout_s, keep_alive=settings.keep_alive_s)
     return 0
 
 

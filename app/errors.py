@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 class APIError(StarletteHTTPException):
     """An error with a status, a machine-readable code and a message for people."""
 
-    def __init__(self, status_code: int, code: str, detail: str):
-        super().__init__(status_code=status_code, detail=detail)
+    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
         self.code = code
 
 
@@ -28,8 +28,18 @@ class PayloadTooLarge(APIError):
                          f"request body exceeds the {limit / 1024 / 1024:g} MB limit (SER_MAX_UPLOAD_MB)")
 
 
-def error_body(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status)
+def error_body(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+async def send_error(send: Send, status: int, code: str, detail: str,
+                     headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """The same JSON error body, sent by ASGI middleware that answers before the app is called."""
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -40,7 +50,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = getattr(exc, "code", None) or _CODES.get(exc.status_code, "error")
-        return error_body(exc.status_code, code, str(exc.detail))
+        return error_body(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -109,8 +119,4 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send) -> None:
         exc = PayloadTooLarge(self.max_bytes)
-        body = json.dumps({"detail": exc.detail, "code": exc.code}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, exc.code, exc.detail, [(b"connection", b"close")])

@@ -22,10 +22,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from app.metrics import BATCH_SIZE
 from training.audio import Audio, AudioError, AudioTooShortError, read_audio
 from training.export import ExportedModel
 from training.features import pad_batch, resample
@@ -53,6 +54,13 @@ class Prediction:
     timeline: list[Segment] | None = None  # when asked for, or when the audio is longer than the span
     windows: int = 1  # how many model inputs the overall answer averages
     speech_seconds: float = 0.0  # speech the detector found in the whole upload
+    batch: int = 1  # model inputs in the call that answered it (this request's and others')
+
+
+class Answer(NamedTuple):
+    context: Any  # what the job's prepare function returned beside its inputs
+    probabilities: list[np.ndarray]  # one per input
+    batch: int  # model inputs in the call that answered it
 
 
 def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
@@ -99,9 +107,10 @@ class BatchingPipeline:
         for thread in self._threads:
             thread.start()
 
-    async def submit(self, prepare: Callable[[], tuple[Any, list[np.ndarray]]]) -> tuple[Any, list[np.ndarray]]:
-        """Run ``prepare`` on a worker, then the model on the inputs it returns: ``(context, probabilities of
-        each input)``. An exception raised by ``prepare`` or by the model call is raised here."""
+    async def submit(self, prepare: Callable[[], tuple[Any, list[np.ndarray]]]) -> Answer:
+        """Run ``prepare`` on a worker, then the model on the inputs it returns. An exception raised by
+        ``prepare`` or by the model call is raised here. Cancelling the wait (client gone, request timed
+        out) before a worker takes the job skips its work."""
         loop = asyncio.get_running_loop()
         job = _Job(prepare, loop.create_future(), loop)
         self._jobs.put(job)
@@ -112,6 +121,8 @@ class BatchingPipeline:
             job = self._jobs.get()
             if job is None:
                 return
+            if job.future.cancelled():  # nobody waits for it: under overload, do not spend a worker on it
+                continue
             try:
                 prepared = (job, *job.prepare())
             except BaseException as exc:  # reported to the request that sent it
@@ -140,17 +151,19 @@ class BatchingPipeline:
                 batch, self._ready = self._ready[:take], self._ready[take:]
                 self._ready_inputs -= count
             inputs = [x for _, _, xs in batch for x in xs]
+            chunks = [inputs[i:i + self._max_batch] for i in range(0, len(inputs), self._max_batch)]
             try:
-                probs = np.concatenate([self._predict(pad_batch(inputs[i:i + self._max_batch]))
-                                        for i in range(0, len(inputs), self._max_batch)])
+                probs = np.concatenate([self._predict(pad_batch(chunk)) for chunk in chunks])
             except BaseException as exc:  # the model failed: every request in the call gets the error
                 _answer([(job, None, exc) for job, _, _ in batch])
                 continue
             self.calls += 1
             self.items += len(inputs)
+            for chunk in chunks:
+                BATCH_SIZE.observe(len(chunk))
             answers, start = [], 0
             for job, context, xs in batch:
-                answers.append((job, (context, list(probs[start:start + len(xs)])), None))
+                answers.append((job, Answer(context, list(probs[start:start + len(xs)]), len(chunks[0])), None))
                 start += len(xs)
             _answer(answers)
 
@@ -345,13 +358,13 @@ class Predictor:
             inputs = ([whole] if whole is not None else []) + [w for w in windows if w is not None]
             return (audio, seconds, whole is not None, spans, speech), inputs
 
-        (audio, seconds, has_whole, spans, speech), probs = await self._pipeline.submit(prepare)
+        (audio, seconds, has_whole, spans, speech), probs, batch = await self._pipeline.submit(prepare)
         speech_probs = iter(probs[1:] if has_whole else probs)
         window_probs = [next(speech_probs) if s else None for s in speech]
         heard = [p for p in window_probs if p is not None]
         overall = probs[0] if has_whole else np.mean(np.stack(heard), axis=0)
         segments = [Segment(a, b, p) for (a, b), p in zip(spans, window_probs)] if timeline else None
-        return Prediction(overall, audio, segments, 1 if has_whole else len(heard), round(seconds, 2))
+        return Prediction(overall, audio, segments, 1 if has_whole else len(heard), round(seconds, 2), batch)
 
     async def aclose(self) -> None:
         self._pipeline.close()

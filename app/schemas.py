@@ -125,7 +125,41 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="what was wrong, and what to do about it")
     code: str = Field(description="machine-readable error code, e.g. unsupported_audio, payload_too_large")
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "detail": "'notes.txt' is not decodable audio (Format not recognised). Send WAV, FLAC, OGG, AIFF or MP3.",
-        "code": "unsupported_audio",
-    }})
+
+#: One example body per error code, so that each documented status shows its own errors (OpenAPI examples).
+ERROR_EXAMPLES: dict[str, str] = {
+    "missing_file": "no file uploaded: send the audio as multipart/form-data in a field named 'file', e.g. "
+                    "curl -F file=@clip.wav http://localhost:8000/predict",
+    "empty_file": "'clip.wav' is empty (0 bytes)",
+    "unauthorized": "an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+    "payload_too_large": "request body exceeds the 25 MB limit (SER_MAX_UPLOAD_MB)",
+    "audio_too_long": "clip.wav: 912.4 s of audio; the limit is 600 s (SER_MAX_AUDIO_SECONDS)",
+    "unsupported_audio": "'notes.txt' is not decodable audio (Format not recognised). Send WAV, FLAC, OGG, AIFF "
+                         "or MP3.",
+    "no_speech": "'clip.wav': no speech found in the audio (0.00 s of speech-like sound in 3.00 s; at least "
+                 "0.25 s needed): silence, noise or a click holds no emotion to recognise",
+    "audio_too_short": "'clip.wav' is too short to analyse: the audio holds 0.050 s of audio, at least 0.25 s are "
+                       "needed",
+    "invalid_request": "hop (4 s) must not exceed window (3 s)",
+    "invalid_profile": "the form field 'profile' is not JSON (Expecting value); send the 'profile' object of a "
+                       "POST /profile answer",
+    "profiles_unsupported": "model emotion version 1 does not use speaker profiles (GET /model: "
+                            "features.reference is not 'speaker'); POST /predict the audio alone",
+    "too_many_files": "101 files; a profile takes at most 100",
+    "model_unavailable": "no model loaded: FileNotFoundError: no SavedModel under /app/models",
+    "overloaded": "the service is at capacity (64 requests in progress in this worker, SER_MAX_QUEUE): retry "
+                  "after 1 s",
+    "timeout": "processing took longer than 30 s (SER_REQUEST_TIMEOUT_S): retry after 1 s",
+}
+
+
+def error_response(description: str, *codes: str) -> dict:
+    """A ``responses=`` entry: the error body's schema and one example per code the status can carry."""
+    return {"model": ErrorResponse, "description": description, "content": {"application/json": {"examples": {
+        code: {"summary": code, "value": {"detail": ERROR_EXAMPLES[code], "code": code}} for code in codes}}}}
+
+
+#: What any route behind the back-pressure limit (POST /predict, /profile) can answer with 503.
+UNAVAILABLE = error_response("no model loaded (model_unavailable, see GET /health); the worker's queue is full "
+                             "(overloaded) or processing took longer than SER_REQUEST_TIMEOUT_S (timeout): "
+                             "both with Retry-After", "model_unavailable", "overloaded", "timeout")

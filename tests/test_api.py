@@ -239,7 +239,8 @@ def test_batched_model_calls_give_each_request_its_own_answer(served):
     results = _queued_together(pipeline, [lambda i=i: (i, [features[i]]) for i in range(len(features))])
     pipeline.close()
     assert pipeline.calls == 1 and pipeline.items == len(features)
-    for i, (context, probs) in enumerate(results):
+    for i, (context, probs, batch) in enumerate(results):
+        assert batch == len(features)
         assert context == i and len(probs) == 1
         np.testing.assert_allclose(probs[0], alone[i], rtol=1e-5, atol=1e-6)
 
@@ -253,8 +254,8 @@ def test_batches_are_split_at_max_batch_and_multi_input_jobs_stay_whole(served):
     results = _queued_together(pipeline, [lambda: ("a", features[:1]), lambda: ("b", features[1:5]),
                                           lambda: ("c", features[5:])])
     pipeline.close()
-    assert [context for context, _ in results] == ["a", "b", "c"]
-    got = [p for _, probs in results for p in probs]
+    assert [answer.context for answer in results] == ["a", "b", "c"]
+    got = [p for answer in results for p in answer.probabilities]
     assert len(got) == 7 and pipeline.items == 7
     for a, b in zip(alone, got):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

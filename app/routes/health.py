@@ -23,3 +23,37 @@ def health(request: Request):
         body = HealthResponse(status="unavailable", reason=request.app.state.load_error or "model not loaded yet")
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
     return HealthResponse(status="ok", model=ModelRef(name=predictor.model.name, version=predictor.model.version))
+
+
+@router.get(
+    "/health/live",
+    response_model=HealthResponse,
+    response_model_exclude_none=True,
+    summary="Liveness: the process answers",
+    description="Always 200 while the process runs, whether or not a model is loaded: a liveness probe that "
+                "fails restarts the process, which a missing model or a shutdown in progress would not mend.",
+)
+async def live() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    response_model=HealthResponse,
+    response_model_exclude_none=True,
+    summary="Readiness: send traffic here",
+    description="200 with the model once it is loaded and warmed up and the worker is not shutting down; "
+                "503 with the reason otherwise (model loading or failed, or draining after SIGTERM).",
+    responses={503: {"model": HealthResponse, "description": "not ready; 'reason' says why"}},
+)
+async def ready(request: Request):
+    predictor = request.app.state.predictor
+    reason = None
+    if request.app.state.draining:
+        reason = "shutting down: finishing the requests in flight"
+    elif predictor is None:
+        reason = request.app.state.load_error or "model not loaded yet"
+    if reason is not None:
+        return JSONResponse(HealthResponse(status="unavailable", reason=reason).model_dump(exclude_none=True),
+                            status_code=503)
+    return HealthResponse(status="ok", model=ModelRef(name=predictor.model.name, version=predictor.model.version))

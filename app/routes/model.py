@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends
 
 from app.deps import get_predictor
 from app.inference import Predictor
-from app.schemas import ErrorResponse, ModelInfo
+from app.schemas import ModelInfo, error_response
 
 router = APIRouter(tags=["service"])
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["service"])
     summary="The served model's metadata",
     description="Labels in output order, the feature settings applied to uploads, the training corpus, the "
                 "evaluation protocol (speaker-independent or not) with its metrics, library versions.",
-    responses={503: {"model": ErrorResponse, "description": "no model loaded"}},
+    responses={503: error_response("no model loaded", "model_unavailable")},
 )
 def model_info(predictor: Predictor = Depends(get_predictor)) -> ModelInfo:
     return ModelInfo(**{**predictor.model.metadata, "serving": predictor.model.serving}, path=str(predictor.model.path))

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 
 from app.deps import get_predictor
 from app.errors import APIError
 from app.inference import AudioTooLongError, Predictor
-from app.schemas import AudioSummary, ErrorResponse, ModelRef, PredictResponse, ProfileRef, TimelineSegment
+from app.limits import within
+from app.schemas import (UNAVAILABLE, AudioSummary, ModelRef, PredictResponse, ProfileRef, TimelineSegment,
+                         error_response)
 from training.audio import AudioDecodeError, AudioTooShortError
 from training.speaker import SpeakerProfile
 from training.speech import NoSpeechError
@@ -15,10 +17,6 @@ from training.speech import NoSpeechError
 router = APIRouter(tags=["prediction"])
 
 FORMATS = "WAV (8/16/24/32-bit integer or float, any sample rate, mono or stereo); FLAC, OGG, AIFF and MP3 too"
-
-
-def error_response(description: str) -> dict:
-    return {"model": ErrorResponse, "description": description}
 
 
 @router.post(
@@ -39,16 +37,19 @@ def error_response(description: str) -> dict:
                 "speaker usually sounds, which is more accurate across speakers (README, 'What accuracy to "
                 "expect').",
     responses={
-        400: error_response("no file, or an empty file (code missing_file / empty_file)"),
-        413: error_response("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS"),
-        415: error_response("not decodable audio (code unsupported_audio)"),
-        422: error_response("no speech in the audio (code no_speech: silence, noise, a click); audio too short to "
-                            "analyse (audio_too_short); a profile that is not valid for this model "
-                            "(invalid_profile) or a model without profiles (profiles_unsupported)"),
-        503: error_response("no model loaded (see GET /health)"),
+        400: error_response("no file, or an empty file", "missing_file", "empty_file"),
+        413: error_response("body over SER_MAX_UPLOAD_MB, or audio over SER_MAX_AUDIO_SECONDS",
+                            "payload_too_large", "audio_too_long"),
+        415: error_response("not decodable audio", "unsupported_audio"),
+        422: error_response("no speech in the audio (silence, noise, a click); audio too short to analyse; "
+                            "window/hop out of range; a profile that is not valid for this model or a model "
+                            "without profiles", "no_speech", "audio_too_short", "invalid_request",
+                            "invalid_profile", "profiles_unsupported"),
+        503: UNAVAILABLE,
     },
 )
 async def predict(
+    request: Request,
     file: UploadFile = File(..., description=f"the audio file: {FORMATS}"),
     timeline: bool = Query(False, description="also return the probabilities of each window of the audio"),
     window: float | None = Query(None, ge=0.5, le=60, description="timeline window length in seconds "
@@ -67,7 +68,8 @@ async def predict(
     if not data:
         raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
     try:
-        result = await predictor.predict(data, name, timeline=timeline, window=window, hop=hop, profile=speaker)
+        result = await within(request.app.state.settings.request_timeout_s, predictor.predict(
+            data, name, timeline=timeline, window=window, hop=hop, profile=speaker))
     except NoSpeechError as exc:
         raise APIError(422, "no_speech", f"'{name}': {exc}") from None
     except AudioTooShortError as exc:
@@ -76,6 +78,8 @@ async def predict(
         raise APIError(413, "audio_too_long", str(exc)) from None
     except AudioDecodeError as exc:
         raise APIError(415, "unsupported_audio", f"{exc}. Send {FORMATS}.") from None
+    request.state.audio_seconds = result.audio.duration  # for the access log and metrics (app/middleware.py)
+    request.state.batch = result.batch
     labels = predictor.labels
 
     def scores(probs):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from app.deps import get_predictor
 from app.errors import APIError
 from app.inference import AudioTooLongError, Predictor
-from app.routes.predict import FORMATS, error_response, require_profiles
-from app.schemas import ModelRef, ProfileResponse
+from app.limits import within
+from app.routes.predict import FORMATS, require_profiles
+from app.schemas import UNAVAILABLE, ModelRef, ProfileResponse, error_response
 from training.audio import AudioDecodeError, AudioTooShortError
 from training.speech import NoSpeechError
 
@@ -35,16 +36,18 @@ MAX_CLIPS = 100
                 "Only for models whose features use a speaker reference (GET /model: "
                 "features.reference = 'speaker'); other models answer 422 `profiles_unsupported`.",
     responses={
-        400: error_response("no file, or an empty file (code missing_file / empty_file)"),
-        413: error_response("body over SER_MAX_UPLOAD_MB, or a clip over SER_MAX_AUDIO_SECONDS"),
-        415: error_response("a clip that is not decodable audio (code unsupported_audio; the clip is named)"),
-        422: error_response("a clip without speech (no_speech; the clip is named), a clip too short to analyse "
-                            "(audio_too_short), more than 100 clips (too_many_files), "
-                            "or a model without speaker profiles (profiles_unsupported)"),
-        503: error_response("no model loaded (see GET /health)"),
+        400: error_response("no file, or an empty file", "missing_file", "empty_file"),
+        413: error_response("body over SER_MAX_UPLOAD_MB, or a clip over SER_MAX_AUDIO_SECONDS",
+                            "payload_too_large", "audio_too_long"),
+        415: error_response("a clip that is not decodable audio (the clip is named)", "unsupported_audio"),
+        422: error_response("a clip without speech (the clip is named), a clip too short to analyse, more than "
+                            "100 clips, or a model without speaker profiles", "no_speech", "audio_too_short",
+                            "too_many_files", "profiles_unsupported"),
+        503: UNAVAILABLE,
     },
 )
 async def profile(
+    request: Request,
     files: list[UploadFile] = File(..., description=f"1 to {MAX_CLIPS} recordings of one speaker: {FORMATS}"),
     predictor: Predictor = Depends(get_predictor),
 ) -> ProfileResponse:
@@ -59,7 +62,7 @@ async def profile(
             raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
         clips.append((data, name))
     try:
-        result = await predictor.profile(clips)
+        result = await within(request.app.state.settings.request_timeout_s, predictor.profile(clips))
     except NoSpeechError as exc:
         raise APIError(422, "no_speech", str(exc)) from None
     except AudioTooShortError as exc:
