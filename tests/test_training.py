@@ -171,11 +171,13 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     history = json.loads((result.run_dir / "history.json").read_text())[fold["name"]]
     chance = 1 / 7
     val_uar = history["val_uar"][fold["best_epoch"] - 1]
-    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f}")
+    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f} "
+          f"(with the test speaker's profile {fold['metrics_with_profile']['uar']:.3f})")
     assert val_uar > chance + 0.2, history["val_uar"]
-    # Speaker 03 is the hardest of EMO-DB's ten for every recipe, and 25 epochs on five speakers is little.
-    assert fold["metrics"]["uar"] > chance + 0.1, fold["metrics"]
-    assert "metrics_with_profile" not in fold, "the default recipe reads each clip on its own"
+    # The recipe is chosen (validation) and scored with speaker profiles; each clip alone it learns more
+    # slowly (25 epochs on five speakers here: about 0.26 for speaker 03, the hardest of EMO-DB's ten).
+    assert fold["metrics_with_profile"]["uar"] > chance + 0.2, fold["metrics_with_profile"]
+    assert fold["metrics"]["uar"] > chance + 0.08, fold["metrics"]
 
 
 def test_flags_override_the_recipe():
@@ -183,7 +185,7 @@ def test_flags_override_the_recipe():
 
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
-        "crnn-robust-clip", "logmel-robust-clip", True, True, False)
+        "crnn-robust", "logmel-robust", True, True, False)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
     assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.5})
     assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0
