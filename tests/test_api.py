@@ -308,18 +308,20 @@ def _free_port() -> int:
 
 
 def _start_service(port: int, **settings: str) -> subprocess.Popen:
+    """``python -m app`` on ``port``; returns once /health/ready answers 200 (its output: the process's stdout)."""
     env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", "SER_LOG_LEVEL": "warning", **settings}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the launcher makes a fresh one for several workers
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while True:
         assert proc.poll() is None, proc.stdout.read().decode()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
                 return proc
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline, "service did not become healthy in 120 s"
+        assert time.monotonic() < deadline, "service not ready in 180 s"
         time.sleep(0.5)
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,37 +15,14 @@ import httpx
 import pytest
 
 from app.server import _metrics_folder
-from tests.conftest import BUNDLED, ROOT
+from tests.conftest import BUNDLED
+from tests.test_api import _free_port as free_port, _start_service as start
 from tests.test_ops import metric, silence
 
 CLIP = BUNDLED / "wav" / "03a01Wa.flac"
 KEY = "operator-key-7c2e9b"
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals, SO_REUSEPORT: Linux")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(port: int, **settings: str) -> subprocess.Popen:
-    """``python -m app`` on ``port``; returns once /health/ready answers 200 (its output: the process's stdout)."""
-    env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", **settings}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "service not ready in 180 s"
-        time.sleep(0.5)
 
 
 def test_two_workers_metrics_are_summed_and_logs_hold_no_keys():

@@ -18,11 +18,7 @@ router = APIRouter(tags=["service"])
     responses={503: {"model": HealthResponse, "description": "no model loaded; 'reason' says why"}},
 )
 def health(request: Request):
-    predictor = request.app.state.predictor
-    if predictor is None:
-        body = HealthResponse(status="unavailable", reason=request.app.state.load_error or "model not loaded yet")
-        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
-    return HealthResponse(status="ok", model=ModelRef(name=predictor.model.name, version=predictor.model.version))
+    return _model_status(request, draining=False)
 
 
 @router.get(
@@ -47,9 +43,14 @@ async def live() -> HealthResponse:
     responses={503: {"model": HealthResponse, "description": "not ready; 'reason' says why"}},
 )
 async def ready(request: Request):
+    return _model_status(request, draining=request.app.state.draining)
+
+
+def _model_status(request: Request, *, draining: bool):
+    """200 with the served model, or 503 with why not (draining, or no model: loading or failed)."""
     predictor = request.app.state.predictor
     reason = None
-    if request.app.state.draining:
+    if draining:
         reason = "shutting down: finishing the requests in flight"
     elif predictor is None:
         reason = request.app.state.load_error or "model not loaded yet"
