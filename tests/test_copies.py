@@ -4,6 +4,7 @@ outside the clips being trained on, copies are reproducible, and the sampler mix
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.conftest import BUNDLED
 from training.audio import read_audio
@@ -77,3 +78,24 @@ def test_the_suite_hears_every_condition_and_is_deterministic():
         first = condition_inputs([0, 1], condition, waves, speakers, FEATURES)
         again = condition_inputs([0, 1], condition, waves, speakers, FEATURES)
         assert all(x is not None and np.array_equal(x, y) for x, y in zip(first, again))
+
+
+def test_settings_from_the_config_reach_the_copies():
+    # degrade_args (TrainConfig, --degrade-arg) -> DegradeSettings -> the copies: with every step but the
+    # telephone band switched off, every copy is band-limited to the telephone's 300-3400 Hz.
+    paths, speakers = clips()
+    settings = DegradeSettings.from_dict({"telephone_p": 1.0, "pad_p": 0, "reverb_p": 0, "noise_p": 0,
+                                          "babble_p": 0, "mic_p": 0, "gain_p": 0, "mp3_p": 0,
+                                          "noise_snr_db": [10, 20]})
+    assert settings.noise_snr_db == (10, 20)  # JSON lists become ranges
+    logmel = FEATURE_SETS["logmel"]  # no floor under the peak: the emptied bands stay visible
+    plain = DegradedCopies(Waveforms(paths), speakers, logmel, copies=1, seed=0).for_items([0])[0][0]
+    phone = DegradedCopies(Waveforms(paths), speakers, logmel, copies=1, seed=0, settings=settings).for_items([0])[0][0]
+    n_mels = logmel.to_dict()["n_mels"]
+    top = slice(n_mels - 8, n_mels)  # the highest mel bands, far above 3.4 kHz
+    # features are standardised per clip: bands the telephone emptied sit flat on the floor
+    assert phone[:, top].std() < 0.1 * plain[:, top].std(), (phone[:, top].std(), plain[:, top].std())
+    with pytest.raises(ValueError, match="unknown degrade setting"):
+        DegradeSettings.from_dict({"telephone": 1.0})
+    with pytest.raises(ValueError, match="probability"):
+        DegradeSettings.from_dict({"telephone_p": 2})

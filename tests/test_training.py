@@ -191,6 +191,9 @@ def test_flags_override_the_recipe():
     assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0
     assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-speaker"])).model_args == {}
     assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
+    phone = _train_config(build_parser().parse_args(["train", "--degrade-arg", "telephone_p=0.4",
+                                                     "--degrade-arg", "noise_snr_db=[0, 20]"]))
+    assert phone.degrade_args == {"telephone_p": 0.4, "noise_snr_db": [0, 20]} and default.degrade_args == {}
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
     assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
     flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade-clean", default=S, type=float, metavar="P",
                    help="with --degrade-copies: chance that an item is drawn as itself rather than a copy "
                         "(default: the recipe's)")
+    p.add_argument("--degrade-arg", dest="degrade_args", action="append", default=S, metavar="KEY=VALUE",
+                   help="with --degrade-copies: a setting of the copies' degradations (training/degrade.py "
+                        "DegradeSettings), value as JSON (e.g. telephone_p=0.4, noise_snr_db=[0,20]); repeatable")
     p.add_argument("--robustness", default=S, action=argparse.BooleanOptionalAction,
                    help="also score every test clip under fixed, seeded degradations (1 s of silence around it, "
                         "white and babble noise at 20 and 10 dB SNR, reverberation, telephone band, MP3 64 kb/s): "
@@ -180,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _key_values(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` flags, each value read as JSON where it is JSON (a number, a list) and kept as text else."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
     if isinstance(given.get("data"), list) and len(given["data"]) == 1:
@@ -189,17 +206,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         cfg = TrainConfig.from_toml(args.config, recipe=recipe)
     else:
         cfg = TrainConfig.from_recipe(recipe) if recipe else TrainConfig()
-    if "model_args" in given:
-        parsed = {}
-        for item in given["model_args"]:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--model-arg {item!r}: expected KEY=VALUE")
-            try:
-                parsed[key] = json.loads(value)
-            except json.JSONDecodeError:
-                parsed[key] = value
-        given["model_args"] = {**cfg.model_args, **parsed}
+    for name, flag in (("model_args", "--model-arg"), ("degrade_args", "--degrade-arg")):
+        if name in given:
+            given[name] = {**getattr(cfg, name), **_key_values(given[name], flag)}
     for key, value in given.items():
         setattr(cfg, key, value)
     return cfg

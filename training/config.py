@@ -78,6 +78,9 @@ class TrainConfig:
     # with probability degrade_clean, else one of its copies
     degrade_copies: int = RECIPES[DEFAULT_RECIPE].get("degrade_copies", 0)
     degrade_clean: float = RECIPES[DEFAULT_RECIPE].get("degrade_clean", 0.5)
+    # probabilities and ranges of the copies' degradations (training/degrade.py DegradeSettings fields), over
+    # its defaults
+    degrade_args: dict[str, Any] = field(default_factory=lambda: dict(RECIPES[DEFAULT_RECIPE].get("degrade_args", {})))
     # score every test clip under the fixed degradations of training/degrade.py CONDITIONS too
     robustness: bool = False
     # after the final fit, score the final model on these corpora too (their emotions shared with it)
@@ -104,9 +107,10 @@ class TrainConfig:
         unknown = set(overrides) - cls.field_names()
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
-        settings = {"model_args": {}, "augment_args": {}, **RECIPES[recipe], **overrides, "recipe": recipe}
+        settings = {"model_args": {}, "augment_args": {}, "degrade_args": {}, **RECIPES[recipe], **overrides,
+                    "recipe": recipe}
         return cls(**{**settings, "model_args": dict(settings["model_args"]),
-                      "augment_args": dict(settings["augment_args"])})
+                      "augment_args": dict(settings["augment_args"]), "degrade_args": dict(settings["degrade_args"])})
 
     @classmethod
     def from_toml(cls, path: str | Path, recipe: str | None = None) -> "TrainConfig":

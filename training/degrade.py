@@ -486,6 +486,16 @@ class DegradeSettings:
         if bad or not self.noise_colors:
             raise ValueError(f"noise_colors must be a non-empty subset of {NOISE_COLORS}, got {self.noise_colors}")
 
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "DegradeSettings":
+        """Settings over the defaults from a config's ``degrade_args`` (JSON or TOML: lists become ranges)."""
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown degrade setting(s) {', '.join(sorted(unknown))}; "
+                             f"choose among {', '.join(f.name for f in fields(cls))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
 
 def random_degradation(y: np.ndarray, sr: int, rng: np.random.Generator, *, others: Sequence[np.ndarray] = (),
                        settings: DegradeSettings = DegradeSettings()) -> np.ndarray:

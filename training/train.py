@@ -33,7 +33,7 @@ from training.corpora import (
     redistributable,
 )
 from training.corpora.manifest import Skipped
-from training.degrade import CONDITIONS
+from training.degrade import CONDITIONS, DegradeSettings
 from training.evaluate import classification_metrics, uar
 from training.extraction import FeatureCache, extract_features
 from training.features import FEATURE_SETS, FeatureSet, pad_batch
@@ -349,6 +349,7 @@ def run_training(cfg: TrainConfig) -> RunResult:
         from training.augment import FrameAugment
 
         augment = FrameAugment.for_features(feature_set, **(cfg.augment_args or {}))
+    degrade_settings = DegradeSettings.from_dict(cfg.degrade_args)  # bad settings fail before any work
     corpus, test_corpus = _load(cfg)
     run_dir = make_run_dir(cfg.runs_dir, corpus.name, cfg.protocol, cfg.model)
     log.info("run folder: %s", run_dir)
@@ -383,7 +384,8 @@ def run_training(cfg: TrainConfig) -> RunResult:
 
     speakers = [u.speaker for u in utts]
     waves = Waveforms([u.path for u in utts]) if cfg.degrade_copies or cfg.robustness else None
-    copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed)
+    copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed,
+                             settings=degrade_settings)
               if cfg.degrade_copies else None)
     robust_pred: dict[str, list[np.ndarray]] = {name: [] for name in CONDITIONS} if cfg.robustness else {}
     fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
