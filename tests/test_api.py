@@ -479,6 +479,14 @@ def test_one_and_ten_seconds_of_speech(client, served, seconds):
 # ------------------------------------------------------------------------------------ speaker profiles
 
 SPEAKER_08 = sorted((BUNDLED / "wav").glob("08*.flac"))
+REFERENCE_MODEL = MODELS / "emotion" / "6"  # crnn-robust: features relative to a speaker reference
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    """A service whose model reads each clip relative to a speaker reference, so it takes profiles."""
+    with TestClient(create_app(Settings(model_path=REFERENCE_MODEL))) as c:
+        yield c, ExportedModel.load(REFERENCE_MODEL)
 
 
 def make_profile(client, paths) -> dict:
@@ -487,11 +495,12 @@ def make_profile(client, paths) -> dict:
     return r.json()
 
 
-def test_default_model_uses_speaker_profiles(served):
-    assert served.features.uses_reference, "the default model's features take a speaker reference"
+def test_the_reference_model_uses_speaker_profiles(profiled):
+    assert profiled[1].features.uses_reference, "these tests need a model whose features take a speaker reference"
 
 
-def test_profile_is_the_speakers_mean_spectrum_and_predict_uses_it(client, served):
+def test_profile_is_the_speakers_mean_spectrum_and_predict_uses_it(profiled):
+    client, served = profiled
     from training.speaker import SpeakerProfile
 
     paths = SPEAKER_08[:12]
@@ -519,7 +528,8 @@ def test_profile_is_the_speakers_mean_spectrum_and_predict_uses_it(client, serve
                            atol=1e-3), "the profile should change the answer"
 
 
-def test_a_timeline_uses_the_profile_in_every_window(client, served):
+def test_a_timeline_uses_the_profile_in_every_window(profiled):
+    client, _ = profiled
     profile = make_profile(client, SPEAKER_08[:5])["profile"]
     data = long_recording(6.0)  # speaker 03's clips: any profile is accepted, it is the client's choice
     q = "/predict?timeline=true&window=2&hop=2"
@@ -535,20 +545,23 @@ def test_a_timeline_uses_the_profile_in_every_window(client, served):
     ("[1, 2]", "JSON object"),
     ('{"mean": [0.1], "frames": 10, "clips": 1}', "lacks features"),
 ])
-def test_bad_profiles_are_422(client, text, message):
+def test_bad_profiles_are_422(profiled, text, message):
+    client, _ = profiled
     r = client.post("/predict", files={"file": ("a.wav", clip_as())}, data={"profile": text})
     assert r.status_code == 422 and r.json()["code"] == "invalid_profile"
     assert message in r.json()["detail"]
 
 
-def test_a_profile_from_other_feature_settings_is_refused(client, served):
+def test_a_profile_from_other_feature_settings_is_refused(profiled):
+    client, _ = profiled
     profile = make_profile(client, SPEAKER_08[:2])["profile"]
     r = client.post("/predict", files={"file": ("a.wav", clip_as())},
                     data={"profile": json.dumps({**profile, "features": "0" * 16})})
     assert r.status_code == 422 and "POST /profile" in r.json()["detail"]
 
 
-def test_profile_errors_name_the_clip(client):
+def test_profile_errors_name_the_clip(profiled):
+    client, _ = profiled
     good = SPEAKER_08[0]
     files = [("files", (good.name, good.read_bytes())), ("files", ("notes.txt", b"not audio at all"))]
     r = client.post("/profile", files=files)
