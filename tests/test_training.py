@@ -185,7 +185,7 @@ def test_flags_override_the_recipe():
 
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
-        "crnn-robust", "logmel-robust", True, True, False)
+        "crnn-robust-clip", "logmel-robust-clip", True, True, False)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
     assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.5})
     assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0
@@ -193,7 +193,9 @@ def test_flags_override_the_recipe():
     assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
     phone = _train_config(build_parser().parse_args(["train", "--degrade-arg", "telephone_p=0.4",
                                                      "--degrade-arg", "noise_snr_db=[0, 20]"]))
-    assert phone.degrade_args == {"telephone_p": 0.4, "noise_snr_db": [0, 20]} and default.degrade_args == {}
+    assert phone.degrade_args == {"telephone_p": 0.4, "noise_snr_db": [0, 20]}
+    assert default.degrade_args == {"telephone_p": 0.4}
+    assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust"])).degrade_args == {}
     seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
     assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
     flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]
