@@ -82,10 +82,10 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {
         "emotion": "angry",
         "probability": 0.87,
-        "probabilities": {"angry": 0.87, "boredom": 0.0, "disgust": 0.02, "fear": 0.03, "happy": 0.07,
-                          "neutral": 0.0, "sad": 0.01},
+        "probabilities": {"angry": 0.87, "disgust": 0.02, "fear": 0.03, "happy": 0.07, "neutral": 0.0,
+                          "sad": 0.01},
         "audio": {"duration": 2.61, "sample_rate": 16000, "channels": 1, "format": "WAV"},
-        "model": {"name": "emotion", "version": 6},
+        "model": {"name": "emotion", "version": 7},
         "windows": 1,
         "speech_seconds": 2.31,
     }})

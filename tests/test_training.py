@@ -86,13 +86,12 @@ def test_export_layout_and_metadata(trained):
     longest = max(float(r["duration"]) for r in csv.DictReader((run_dir / "manifest.csv").open()))
     assert longest <= meta["serving"]["span_seconds"] <= longest + 0.5, "the span is the longest training clip"
     assert meta["evaluation"]["protocol"] == "loso" and 0 <= meta["evaluation"]["metrics"]["uar"] <= 1
-    # The default recipe reads clips relative to their speaker: the export says so and carries both figures.
-    assert meta["features"]["reference"] == "speaker"
+    # The default recipe reads each clip on its own (no speaker reference, so no profile figures).
+    assert meta["features"]["reference"] == "none" and "with_profile" not in meta["evaluation"]
+    assert meta["training"]["config"]["degrade_args"] == {"telephone_p": 0.4}, "its degradations travel with it"
     assert meta["features"]["speech"]["kind"] == "webrtc", "the default recipe reads speech only"
     # a CSV of one's own files: no licence known, so the export does not claim the model may be shared
     assert meta["training"]["corpora"][0]["licence"] == "unknown" and not meta["training"]["redistributable"]
-    assert 0 <= meta["evaluation"]["with_profile"]["metrics"]["uar"] <= 1
-    assert meta["evaluation"]["with_profile"]["metrics"]["n"] == meta["evaluation"]["metrics"]["n"]
     assert meta["training"]["speakers"] == list(SPEAKERS)
     assert {"tensorflow", "keras", "librosa", "numpy"} <= set(meta["versions"]) and meta["created"]
 
@@ -153,8 +152,8 @@ def test_analyze_writes_plots_and_report(tmp_path, capsys):
 
 def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     """The frame model, 25 epochs on six bundled speakers: one held out for test, one of the other five for
-    validation. Its validation UAR at the chosen epoch and the unseen test speaker's UAR (with their
-    profile) must beat chance (1/7) by a clear margin."""
+    validation. Its validation UAR at the chosen epoch and the unseen test speaker's UAR must beat chance
+    (1/7) by a clear margin."""
     speakers = ("03", "08", "09", "10", "11", "12")
     rows = [(u.path, u.emotion, u.speaker) for u in load_corpus(BUNDLED).utterances if u.speaker in speakers]
     manifest = tmp_path / "six.csv"
@@ -171,13 +170,10 @@ def test_a_short_run_of_the_default_recipe_learns(tmp_path):
     history = json.loads((result.run_dir / "history.json").read_text())[fold["name"]]
     chance = 1 / 7
     val_uar = history["val_uar"][fold["best_epoch"] - 1]
-    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f} "
-          f"(with the test speaker's profile {fold['metrics_with_profile']['uar']:.3f})")
+    print(f"validation UAR {val_uar:.3f}, test UAR {fold['metrics']['uar']:.3f}")
+    assert "metrics_with_profile" not in fold, "the default recipe takes no speaker profiles"
     assert val_uar > chance + 0.2, history["val_uar"]
-    # The recipe is chosen (validation) and scored with speaker profiles; each clip alone it learns more
-    # slowly (25 epochs on five speakers here: about 0.26 for speaker 03, the hardest of EMO-DB's ten).
-    assert fold["metrics_with_profile"]["uar"] > chance + 0.2, fold["metrics_with_profile"]
-    assert fold["metrics"]["uar"] > chance + 0.08, fold["metrics"]
+    assert fold["metrics"]["uar"] > chance + 0.2, fold["metrics"]
 
 
 def test_flags_override_the_recipe():
@@ -266,6 +262,10 @@ def test_a_short_multi_corpus_run(slice_csv, tess_like, tmp_path):
     assert meta["training"]["redistributable"] is False, "a model that learnt from TESS may not be shipped"
     assert set(meta["evaluation"]["robustness"]["conditions"]) == set(conditions)
     assert meta["evaluation"]["cross_corpus"][0]["corpus"] == "emodb"
+    # crnn-speaker reads clips relative to their speaker: the export says so and carries both figures
+    assert meta["features"]["reference"] == "speaker"
+    assert 0 <= meta["evaluation"]["with_profile"]["metrics"]["uar"] <= 1
+    assert meta["evaluation"]["with_profile"]["metrics"]["n"] == meta["evaluation"]["metrics"]["n"]
 
 
 def test_degrade_command_writes_the_suite_deterministically(slice_csv, tmp_path, capsys):
