@@ -308,16 +308,20 @@ def _free_port() -> int:
 
 
 def _start_service(port: int, **settings: str) -> subprocess.Popen:
-    """``python -m app`` on ``port``; returns once /health/ready answers 200 (its output: the process's stdout)."""
+    """``python -m app`` on ``port``; returns once /health/ready answers 200 and, with several workers on Linux,
+    once every worker listens (its output: the process's stdout). Each worker opens its own socket only after
+    loading the model, and connections made before the last one listens all go to the ones already up."""
     env = {**os.environ, "SER_PORT": str(port), "SER_HOST": "127.0.0.1", "SER_LOG_LEVEL": "warning", **settings}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the launcher makes a fresh one for several workers
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
+    workers = int(settings.get("SER_WORKERS", "1"))
     deadline = time.monotonic() + 180
     while True:
         assert proc.poll() is None, proc.stdout.read().decode()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+            if (httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
+                    and (not sys.platform.startswith("linux") or _listening(port) >= workers)):
                 return proc
         except httpx.TransportError:
             pass
@@ -337,6 +341,12 @@ def test_uvicorn_process_over_real_http():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _listening(port: int) -> int:
+    """How many sockets listen on local TCP ``port`` (from /proc)."""
+    return sum(1 for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in Path(table).read_text().splitlines()[1:]
+               if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "0A")
 
 
 def _sockets_by_process(port: int, pids: list[int], state: str) -> dict[int, set[str]]:
