@@ -36,6 +36,7 @@ RUN pip install -c /opt/requirements/constraints.txt -r /opt/requirements/requir
 FROM base AS train
 COPY --from=requirements /requirements/requirements-train.txt /opt/requirements/
 RUN pip install -c /opt/requirements/constraints.txt -r /opt/requirements/requirements-train.txt
+COPY speech_emotion/ speech_emotion/
 COPY training/ training/
 COPY data/ data/
 # Any uid may write these: compose runs training as the host user (see docker-compose.yml).
@@ -47,10 +48,10 @@ ENTRYPOINT ["python", "-m", "training"]
 CMD ["train", "--export", "emotion"]
 
 
-# The API: the app, the modules a model's predictions depend on (decoding, speech detection, features, export format,
-# allocator tuning), and the default model. tests/test_runtime.py checks this list against app's imports.
+# The API: the core a model's answers depend on (speech_emotion: decoding, speech detection, features, the model
+# format), the app, and the default model. Nothing of training/ (tests/test_imports.py: app never imports it).
 FROM base AS api
-COPY training/__init__.py training/audio.py training/features.py training/export.py training/runtime.py training/speaker.py training/speech.py training/
+COPY speech_emotion/ speech_emotion/
 COPY app/ app/
 COPY models/ models/
 # ser (numeric, so that runtimes can check it is not root without reading /etc/passwd)

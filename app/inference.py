@@ -27,11 +27,11 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from app.metrics import BATCH_SIZE
-from training.audio import Audio, AudioError, AudioTooShortError, read_audio
-from training.export import ExportedModel
-from training.features import pad_batch, resample
-from training.speaker import SpeakerProfile
-from training.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
+from speech_emotion.audio import Audio, AudioError, AudioTooShortError, read_audio
+from speech_emotion.model import ExportedModel
+from speech_emotion.features import pad_batch, resample
+from speech_emotion.profiles import SpeakerProfile
+from speech_emotion.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
 
 log = logging.getLogger("app")
 

@@ -27,7 +27,7 @@ from app.inference import Predictor  # noqa: E402
 from app.middleware import AccessLog, Admission, APIKeyAuth, path_matcher  # noqa: E402
 from app.routes import health, metrics as metrics_route, model, page, predict, profile  # noqa: E402
 from app.schemas import error_response  # noqa: E402
-from training.runtime import retain_freed_memory  # noqa: E402
+from speech_emotion.runtime import retain_freed_memory  # noqa: E402
 
 log = logging.getLogger("app")
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     logs.configure(log, settings.log_level, settings.log_format)
     # Freed feature buffers stay in the process for the next request instead of being page-faulted back
-    # in: 1.7x faster features per clip (see training/runtime.py).
+    # in: 1.7x faster features per clip (see speech_emotion/runtime.py).
     retain_freed_memory()
 
     @asynccontextmanager

@@ -15,8 +15,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from fastapi import FastAPI, File, UploadFile  # noqa: E402
 
-from training.audio import read_audio  # noqa: E402
-from training.export import ExportedModel, resolve_model_dir  # noqa: E402
+from speech_emotion.audio import read_audio  # noqa: E402
+from speech_emotion.model import ExportedModel, resolve_model_dir  # noqa: E402
 
 MODEL_DIR = resolve_model_dir(os.environ.get("SER_MODEL_PATH", "models"))
 _meta = ExportedModel.load(MODEL_DIR)

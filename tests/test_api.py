@@ -23,7 +23,7 @@ from app.config import Settings
 from app.inference import BatchingPipeline, Predictor, plan_windows
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, speech, tone
-from training.export import ExportedModel, resolve_model_dir
+from speech_emotion.model import ExportedModel, resolve_model_dir
 from training.extraction import extract_one
 
 MODELS = ROOT / "models"
@@ -511,7 +511,7 @@ def test_the_reference_model_uses_speaker_profiles(profiled):
 
 def test_profile_is_the_speakers_mean_spectrum_and_predict_uses_it(profiled):
     client, served = profiled
-    from training.speaker import SpeakerProfile
+    from speech_emotion.profiles import SpeakerProfile
 
     paths = SPEAKER_08[:12]
     body = make_profile(client, paths)

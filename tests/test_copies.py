@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import BUNDLED
-from training.audio import read_audio
+from speech_emotion.audio import read_audio
 from training.copies import CopySampler, DegradedCopies, Waveforms, condition_inputs
 from training.degrade import DegradeSettings
-from training.features import FEATURE_SETS
+from speech_emotion.features import FEATURE_SETS
 
 FEATURES = FEATURE_SETS["logmel-robust"]
 

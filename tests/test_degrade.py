@@ -10,7 +10,7 @@ import scipy.signal
 
 from tests.conftest import BUNDLED, tone
 from training import degrade
-from training.audio import read_audio
+from speech_emotion.audio import read_audio
 from training.degrade import (
     CONDITIONS,
     DegradeSettings,

@@ -8,9 +8,9 @@ import librosa
 import numpy as np
 import pytest
 
-from training.audio import AudioDecodeError, AudioTooShortError, read_audio
+from speech_emotion.audio import AudioDecodeError, AudioTooShortError, read_audio
 from training.extraction import FeatureCache, extract_features, extract_one
-from training.features import FEATURE_SETS, MeanMFCC, settings_from_dict
+from speech_emotion.features import FEATURE_SETS, MeanMFCC, settings_from_dict
 
 SEED = FEATURE_SETS["seed"]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from tests.conftest import BUNDLED, tone
-from training.audio import Audio, AudioTooShortError, read_audio
+from speech_emotion.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
-from training.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
+from speech_emotion.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
 
 FRAMES = FEATURE_SETS["logmel"]
 RNG = np.random.default_rng
@@ -127,11 +129,22 @@ def frames():
 
 
 def test_warp_frequency_moves_energy_along_the_mel_axis(frames):
-    n = FRAMES.n_mels
-    band = np.zeros_like(frames[:5])
-    band[:, 20] = 1.0
-    up = warp_frequency(band, RNG(1), n_mels=n, max_warp=0.2)
-    assert up.shape == band.shape and np.argmax(up[0, :n]) != 20 or np.allclose(up, band, atol=0.5)
+    """A line at mel bin 20 of every group lands at 20 * alpha, alpha drawn in [0.8, 1.2]: up for some seeds,
+    down for others, never outside the range, and the same move in every group."""
+    n, groups = FRAMES.n_mels, 3
+    line = np.zeros((5, groups * n + 2), dtype=np.float32)  # three mel groups and two pitch columns
+    line[:, [g * n + 20 for g in range(groups)]] = 1.0
+    centres = []
+    for seed in range(12):
+        out = warp_frequency(line, RNG(seed), n_mels=n, max_warp=0.2)
+        assert out.shape == line.shape
+        per_group = [out[0, g * n:(g + 1) * n] for g in range(groups)]
+        centre = float(np.sum(np.arange(n) * per_group[0]) / np.sum(per_group[0]))
+        assert 20 * 0.8 - 1 <= centre <= 20 * 1.2 + 1
+        for block in per_group[1:]:
+            np.testing.assert_allclose(block, per_group[0], atol=1e-6)
+        centres.append(centre)
+    assert min(centres) < 19 and max(centres) > 21, f"the line did not move both ways: {centres}"
     assert warp_frequency(frames, RNG(0), n_mels=n, max_warp=0.0).tolist() == frames.tolist()
 
 
@@ -142,12 +155,25 @@ def test_warp_leaves_the_pitch_columns_alone():
     assert np.isfinite(out).all()
 
 
-def test_mask_frequency_blanks_the_same_band_in_every_group(frames):
-    out = mask_frequency(frames, RNG(3), n_mels=FRAMES.n_mels, masks=1, max_width=10)
-    blank = np.where(np.all(out[:, : FRAMES.n_mels] == 0, axis=0))[0]
-    assert len(blank) <= 10
-    for g in range(1, frames.shape[1] // FRAMES.n_mels):
-        assert np.all(out[:, g * FRAMES.n_mels + blank] == 0)
+def test_mask_frequency_blanks_the_same_band_in_every_group():
+    """One band of 0 to 10 neighbouring mel bins set to 0, the same bins in every group, nothing else changed;
+    its width and place vary with the seed."""
+    with_deltas = dataclasses.replace(FRAMES, deltas=2)  # three groups: log-mel, delta, delta-delta
+    frames = with_deltas.extract(read_audio(BUNDLED / "wav" / "08a01Fd.flac"))
+    n = FRAMES.n_mels
+    groups = frames.shape[1] // n
+    assert groups == 3 and not np.any(np.all(frames[:, :n] == 0, axis=0))
+    bands = set()
+    for seed in range(12):
+        out = mask_frequency(frames, RNG(seed), n_mels=n, masks=1, max_width=10)
+        blank = np.where(np.all(out[:, :n] == 0, axis=0))[0]
+        assert len(blank) <= 10 and (len(blank) == 0 or np.all(np.diff(blank) == 1)), blank
+        columns = np.concatenate([g * n + blank for g in range(groups)])
+        assert np.all(out[:, columns] == 0)
+        kept = np.setdiff1d(np.arange(frames.shape[1]), columns)
+        np.testing.assert_array_equal(out[:, kept], frames[:, kept])
+        bands.add(tuple(blank))
+    assert len(bands) > 2 and max(len(b) for b in bands) >= 3, f"too few distinct bands masked: {bands}"
 
 
 def test_mask_time_drops_frames(frames):
@@ -193,7 +219,8 @@ def test_padding_does_not_change_a_prediction(crnn):
 
 
 def test_exported_frame_model_takes_any_length(crnn, tmp_path):
-    from training.export import ExportedModel, export_model
+    from speech_emotion.model import ExportedModel
+    from training.export import export_model
 
     export_model(crnn, tmp_path, "frames", {"labels": list("abcdefg"), "features": FRAMES.to_dict()})
     exported = ExportedModel.load(tmp_path / "frames")
@@ -255,7 +282,8 @@ def test_ensemble_trains_each_member_on_its_own_loss(pair):
 
 
 def test_ensemble_padding_and_export(pair, tmp_path):
-    from training.export import ExportedModel, export_model
+    from speech_emotion.model import ExportedModel
+    from training.export import export_model
 
     short, long = _clip(1.0, 1), _clip(9.0, 2)
     batched = np.asarray(pair(pad_batch([short, long]), training=False))

@@ -23,7 +23,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT
 from tests.test_api import _free_port, _start_service
-from training.export import resolve_model_dir
+from speech_emotion.model import resolve_model_dir
 
 try:
     from playwright.sync_api import Error as PlaywrightError

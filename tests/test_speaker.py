@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import BUNDLED
-from training.audio import read_audio
-from training.features import FEATURE_SETS, LogMelFrames, settings_from_dict
-from training.speaker import PROFILE_SIZES, ReferenceSampler, SpeakerProfile, finish_each, with_speaker_profiles
+from speech_emotion.audio import read_audio
+from speech_emotion.features import FEATURE_SETS, LogMelFrames, settings_from_dict
+from speech_emotion.profiles import SpeakerProfile
+from training.speaker import PROFILE_SIZES, ReferenceSampler, finish_each, with_speaker_profiles
 
 SPK = FEATURE_SETS["logmel-speaker"]
 PLAIN = FEATURE_SETS["logmel"]

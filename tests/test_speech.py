@@ -1,4 +1,4 @@
-"""Speech detection (training/speech.py) on real audio: what it keeps, what it refuses, and the service's use
+"""Speech detection (speech_emotion/speech.py) on real audio: what it keeps, what it refuses, and the service's use
 of it (no_speech, timeline windows without speech, speech seconds)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, speech
-from training.audio import Audio, read_audio
-from training.features import FEATURE_SETS, LogMelFrames, settings_from_dict
-from training.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
+from speech_emotion.audio import Audio, read_audio
+from speech_emotion.features import FEATURE_SETS, LogMelFrames, settings_from_dict
+from speech_emotion.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
 
 SR = 16000
 CLIP = BUNDLED / "wav" / "03a01Fa.flac"  # speaker 03, happy, 1.9 s

@@ -13,9 +13,9 @@ from tests.conftest import BUNDLED
 from training.cli import main
 from training.config import DEFAULT_RECIPE, TrainConfig
 from training.corpora import load_corpus
-from training.export import ExportedModel, resolve_model_dir
+from speech_emotion.model import ExportedModel, resolve_model_dir
 from training.extraction import extract_one
-from training.features import pad_batch
+from speech_emotion.features import pad_batch
 from training.train import run_training
 
 SPEAKERS = ("03", "10", "11")

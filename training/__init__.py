@@ -1,6 +1,6 @@
 """Offline training module: corpora -> features -> LSTM -> honest evaluation -> SavedModel export.
 
-Kept import-light on purpose: the service imports ``training.audio``, ``training.features``,
-``training.export`` (the parts a model's predictions depend on) and ``training.runtime`` without pulling in
-plotting or training code; the API image holds only those (see the Dockerfile).
+What a model's answers depend on (decoding, speech detection, features, the export format) lives in
+``speech_emotion/``, shared with the service; this package adds corpora, protocols, augmentation, fitting,
+evaluation and export.
 """

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.audio import AudioError, read_audio  # noqa: E402
+from speech_emotion.audio import AudioError, read_audio  # noqa: E402
 from training.corpora import Corpus  # noqa: E402
 
 log = logging.getLogger(__name__)

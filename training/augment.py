@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.features import FeatureSet, LogMelFrames
+from speech_emotion.features import FeatureSet, LogMelFrames
 
 
 def warp_frequency(x: np.ndarray, rng: np.random.Generator, *, n_mels: int, max_warp: float) -> np.ndarray:

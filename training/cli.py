@@ -59,7 +59,7 @@ def _data_args(p: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.features import FEATURE_SETS
+    from speech_emotion.features import FEATURE_SETS
     from training.protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(
@@ -277,8 +277,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "evaluate":
-        from training.export import ExportedModel
-        from training.features import pad_batch
+        from speech_emotion.model import ExportedModel
+        from speech_emotion.features import pad_batch
         from training.train import score_corpus
 
         model = ExportedModel.load(args.model_path)

@@ -32,7 +32,7 @@ RECIPES["crnn-speaker"] = {**RECIPES["crnn"], "features": "logmel-speaker"}
 # their probabilities (training/models.py, build_crnn_ensemble): twice the training time and one model call
 # that takes 1.5-1.8 times as long, for 0.810 instead of 0.789 UAR with profiles on EMO-DB across speakers.
 RECIPES["crnn-speaker-pair"] = {**RECIPES["crnn-speaker"], "model": "crnn_ensemble", "model_args": {"members": 2}}
-# The pair on speech only (training/speech.py), log-mel floored 40 dB under the clip's peak, trained on
+# The pair on speech only (speech_emotion/speech.py), log-mel floored 40 dB under the clip's peak, trained on
 # degraded copies of the clips as well (noise, babble, rooms, telephone, MP3, microphones, silence around
 # the speech: training/copies.py) and on tempo changes of up to +-50 %: for recordings unlike the training
 # corpus (benchmarks/README.md, cross-corpus and robustness).

@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from training.audio import Audio, AudioError, read_audio
+from speech_emotion.audio import Audio, AudioError, read_audio
 from training.degrade import CONDITIONS, DegradeSettings, random_degradation
-from training.features import FeatureSet, resample
+from speech_emotion.features import FeatureSet, resample
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ The degradations:
 Example::
 
     >>> import numpy as np
-    >>> from training.audio import read_audio
+    >>> from speech_emotion.audio import read_audio
     >>> from training.degrade import CONDITIONS
     >>> y = read_audio("data/emodb/wav/03a01Fa.flac").mono()
     >>> noisy = CONDITIONS["white-10dB"](y, 16000, np.random.default_rng(0), ())
@@ -48,7 +48,7 @@ import scipy.fft
 import scipy.signal
 import soundfile as sf
 
-from training.features import resample
+from speech_emotion.features import resample
 
 #: A fixed robustness condition: ``(y, sr, rng, others) -> degraded y``.
 Condition = Callable[[np.ndarray, int, np.random.Generator, Sequence[np.ndarray]], np.ndarray]

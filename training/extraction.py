@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.audio import AudioError, read_audio
+from speech_emotion.audio import AudioError, read_audio
 from training.corpora.manifest import Skipped
-from training.features import FeatureSet
-from training.runtime import retain_freed_memory
+from speech_emotion.features import FeatureSet
+from speech_emotion.runtime import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def extract_features(
 ) -> Extracted:
     """Features of every file in ``paths``; files that cannot be decoded or analysed are reported, not fatal."""
     cache = cache or FeatureCache(None)
-    retain_freed_memory()  # for the files extracted in this process (see training/runtime.py)
+    retain_freed_memory()  # for the files extracted in this process (see speech_emotion/runtime.py)
     start = time.perf_counter()
     result = Extracted(features=[None] * len(paths))
     digests = [file_digest(p) for p in paths] if cache.root is not None else [""] * len(paths)

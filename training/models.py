@@ -42,7 +42,7 @@ def build_seed(
 
 
 # --------------------------------------------------------------------------- frame-sequence model
-# Inputs are zero-padded at the end to the longest item of a batch (training.features.pad_batch). The
+# Inputs are zero-padded at the end to the longest item of a batch (speech_emotion.features.pad_batch). The
 # layers below carry a frame mask explicitly, so that padding never changes an item's prediction: a clip
 # batched with a longer one gets the probabilities it gets alone.
 

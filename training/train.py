@@ -36,7 +36,7 @@ from training.corpora.manifest import Skipped
 from training.degrade import CONDITIONS, DegradeSettings
 from training.evaluate import classification_metrics, uar
 from training.extraction import FeatureCache, extract_features
-from training.features import FEATURE_SETS, FeatureSet, pad_batch
+from speech_emotion.features import FEATURE_SETS, FeatureSet, pad_batch
 from training.protocols import (
     PROTOCOLS,
     Fold,
@@ -655,8 +655,8 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=
     sources = metrics.get("corpora") or [{"name": metrics["corpus"]}]
     train_corpus = [r for r in manifest if r["corpus"] in {c["name"] for c in sources}]
     pooled = metrics["pooled"]
-    from training.export import serving_defaults
-    from training.features import settings_from_dict
+    from speech_emotion.model import serving_defaults
+    from speech_emotion.features import settings_from_dict
 
     metadata = {
         "labels": metrics["labels"],

@@ -10,9 +10,9 @@ from app.inference import AudioTooLongError, Predictor
 from app.limits import within
 from app.schemas import (UNAVAILABLE, AudioSummary, ModelRef, PredictResponse, ProfileRef, TimelineSegment,
                          error_response)
-from training.audio import AudioDecodeError, AudioTooShortError
-from training.speaker import SpeakerProfile
-from training.speech import NoSpeechError
+from speech_emotion.audio import AudioDecodeError, AudioTooShortError
+from speech_emotion.profiles import SpeakerProfile
+from speech_emotion.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
 
@@ -121,4 +121,5 @@ def _parse_profile(text: str, predictor: Predictor) -> SpeakerProfile:
         raise APIError(422, "invalid_profile", f"the form field 'profile' is not JSON ({exc.msg}); send the "
                        "'profile' object of a POST /profile answer") from None
     except ValueError as exc:
-        raise APIError(422, "invalid_profile", f"the form field 'profile': {exc}") from None
+        raise APIError(422, "invalid_profile", f"the form field 'profile': {exc} (send the 'profile' object of "
+                       "a POST /profile answer from this model)") from None

@@ -10,8 +10,8 @@ from app.inference import AudioTooLongError, Predictor
 from app.limits import within
 from app.routes.predict import FORMATS, require_profiles
 from app.schemas import UNAVAILABLE, ModelRef, ProfileResponse, error_response
-from training.audio import AudioDecodeError, AudioTooShortError
-from training.speech import NoSpeechError
+from speech_emotion.audio import AudioDecodeError, AudioTooShortError
+from speech_emotion.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
 

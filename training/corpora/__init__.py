@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path, PurePosixPath
 
-from training.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info
+from speech_emotion.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info
 from training.corpora import cremad, csv_manifest, emodb, folders, ravdess, savee, tess
 from training.corpora.licences import corpus_licence, corpus_sources, redistributable
 from training.corpora.manifest import (

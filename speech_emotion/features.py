@@ -9,8 +9,8 @@ Every feature set returns a float32 array of shape ``(steps, dims)``: the sequen
 
 Example::
 
-    >>> from training.audio import read_audio
-    >>> from training.features import FEATURE_SETS
+    >>> from speech_emotion.audio import read_audio
+    >>> from speech_emotion.features import FEATURE_SETS
     >>> seed = FEATURE_SETS["seed"]
     >>> seed.extract(read_audio("data/emodb/wav/03a01Fa.flac")).shape
     (40, 1)
@@ -30,8 +30,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from training.audio import Audio, AudioTooShortError, to_mono
-from training.speech import DEFAULT_DETECTOR, SpeechDetector
+from speech_emotion.audio import Audio, AudioTooShortError, to_mono
+from speech_emotion.speech import DEFAULT_DETECTOR, SpeechDetector
 
 #: Bump when the computation behind a feature kind changes without its settings changing;
 #: it is part of every cache key, so stale cached features are never reused.
@@ -297,7 +297,7 @@ class LogMelFrames(FeatureSet):
     #: (intonation and range, not the speaker's register), 0 when unvoiced; and periodicity (0-1).
     pitch: bool = True
     min_seconds: float = 0.25
-    #: Speech detection (training/speech.py): when set, features are computed on the speech of the clip
+    #: Speech detection (speech_emotion/speech.py): when set, features are computed on the speech of the clip
     #: only (non-speech at the ends removed, long pauses shortened) and a clip without speech raises
     #: NoSpeechError. None: every sample, as models trained before speech detection were fed.
     speech: SpeechDetector | None = None
@@ -375,7 +375,7 @@ class LogMelFrames(FeatureSet):
 
     def finish(self, base: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """With ``reference="speaker"``: every log-mel bin minus ``reference`` (the speaker's mean log-mel
-        spectrum, shape ``(n_mels,)``, from :mod:`training.speaker`), or minus the clip's own mean without one."""
+        spectrum, shape ``(n_mels,)``, from :mod:`speech_emotion.profiles`), or minus the clip's own mean without one."""
         if self.reference == "none":
             return super().finish(base, reference)
         if reference is None:
@@ -396,7 +396,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     "seed": MeanMFCC(),
     "logmel": LogMelFrames(),
     "logmel-speaker": LogMelFrames(reference="speaker"),
-    # The same on speech only (training/speech.py): what a recording with silence or noise around the
+    # The same on speech only (speech_emotion/speech.py): what a recording with silence or noise around the
     # speech needs to sound like the tightly cut clips of a training corpus.
     "logmel-speaker-vad": LogMelFrames(reference="speaker", speech=DEFAULT_DETECTOR),
     # ... and with the log-mel floored 40 dB under the clip's loudest bin, so that recordings with different

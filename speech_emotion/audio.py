@@ -8,7 +8,7 @@ decodes as AIFF).
 
 Example::
 
-    >>> from training.audio import read_audio
+    >>> from speech_emotion.audio import read_audio
     >>> audio = read_audio("data/emodb/wav/03a01Fa.flac")
     >>> audio.sample_rate, audio.channels, round(audio.duration, 2)
     (16000, 1, 1.9)
@@ -84,7 +84,7 @@ def read_audio(source: Source, *, name: str | None = None) -> Audio:
     """Decode ``source`` (a path, a binary file object or bytes) to float32 samples, all of it.
 
     Windows (offset, duration) and resampling belong to the feature settings, see
-    :mod:`training.features`, so that they travel with a model.
+    :mod:`speech_emotion.features`, so that they travel with a model.
 
     Raises :class:`AudioDecodeError` with libsndfile's reason when the source is not decodable audio;
     messages start with ``name`` (default: the path, or "upload").
