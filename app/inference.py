@@ -1,4 +1,5 @@
-"""From uploaded bytes to emotion probabilities: decode, features (training's code), one model call.
+"""From uploaded bytes to emotion probabilities: decode, then the core's Analyser (speech detection, features,
+windows: the same code as training and bulk scoring), with model calls batched across requests.
 
 Everything but HTTP runs off the event loop, on the worker threads of :class:`BatchingPipeline`: a
 worker decodes a request and computes its features, and model calls answer every request prepared while
@@ -9,14 +10,13 @@ idle and raises throughput under load. The model is the SavedModel's serving sig
 Why one kind of thread does both: with a feature thread pool handing features to a separate model thread
 through the event loop, each request crossed threads four times, and the threads' hand-offs of the GIL
 cost as much CPU as the features (perf: a fifth of the service's time in futex calls). Here a request
-crosses twice (event loop -> worker -> event loop): 4.1-4.6 -> 3.2 ms of CPU per request under load, and
-2.4-2.9 ms with one worker thread per process (benchmarks/README.md).
+crosses twice (event loop -> worker -> event loop), which measurably lowers the CPU time per request under
+load (benchmarks/README.md has the runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import threading
@@ -28,23 +28,17 @@ import numpy as np
 
 from app.metrics import BATCH_SIZE
 from speech_emotion.audio import Audio, AudioError, AudioTooShortError, read_audio
+from speech_emotion.features import pad_batch
 from speech_emotion.model import ExportedModel
-from speech_emotion.features import pad_batch, resample
+from speech_emotion.predict import Analyser, Segment
 from speech_emotion.profiles import SpeakerProfile
-from speech_emotion.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector
+from speech_emotion.speech import SpeechDetector
 
 log = logging.getLogger("app")
 
 
 class AudioTooLongError(AudioError):
     pass
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    probabilities: np.ndarray | None  # None: no speech in this window
 
 
 @dataclass
@@ -61,22 +55,6 @@ class Answer(NamedTuple):
     context: Any  # what the job's prepare function returned beside its inputs
     probabilities: list[np.ndarray]  # one per input
     batch: int  # model inputs in the call that answered it
-
-
-def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
-    """Windows of ``window`` seconds every ``hop`` seconds covering ``[0, duration]``; the last one ends at
-    the end (so the tail is analysed too); one window when the audio is not longer than ``window``."""
-    if duration <= window:
-        return [(0.0, duration)]
-    starts = list(np.arange(0.0, duration - window + 1e-9, hop))
-    if duration - (starts[-1] + window) > 1e-6:
-        starts.append(duration - window)
-    return [(round(float(s), 4), round(float(s) + window, 4)) for s in starts]
-
-
-def cut(audio: Audio, start: float, end: float) -> Audio:
-    a, b = int(round(start * audio.sample_rate)), int(round(end * audio.sample_rate))
-    return Audio(audio.samples[a:b], audio.sample_rate, audio.channels, audio.format, audio.subtype)
 
 
 class BatchingPipeline:
@@ -202,10 +180,12 @@ def _resolve(answers) -> None:
 
 
 class Predictor:
-    """The served model and everything a request needs from it."""
+    """The served model and everything a request needs from it: the core's :class:`Analyser` (speech
+    detection, features, windows, the answer) behind the upload limits and the batching pipeline."""
 
     def __init__(self, model: ExportedModel, *, threads: int, max_batch: int, max_audio_seconds: float):
         self.model = model
+        self.analyser = Analyser(model)
         self.max_audio_seconds = max_audio_seconds
         self._pipeline = BatchingPipeline(model.predict, threads=threads, max_batch=max_batch)
 
@@ -224,7 +204,11 @@ class Predictor:
 
     @property
     def span(self) -> float:
-        return float(self.model.serving["span_seconds"])
+        return self.analyser.span
+
+    @property
+    def detector(self) -> SpeechDetector:
+        return self.analyser.detector
 
     def decode(self, data: bytes, filename: str = "upload") -> Audio:
         audio = read_audio(data, name=filename)
@@ -233,62 +217,15 @@ class Predictor:
                                     f"{self.max_audio_seconds:g} s (SER_MAX_AUDIO_SECONDS)")
         return audio
 
+    def speech_seconds(self, audio: Audio) -> float:
+        return self.analyser.speech_seconds(audio)
+
     def prepare(self, data: bytes, filename: str = "upload") -> tuple[Audio, np.ndarray]:
         """What a request for a clip costs before the model call: decode, speech detection, features of the
         whole clip (the same feature code training runs for a file on disk)."""
         audio = self.decode(data, filename)
         self.speech_seconds(audio)
         return audio, self.model.features.extract(audio)
-
-    @property
-    def detector(self) -> SpeechDetector:
-        """The model's own speech detector; for models trained without one, the default one, used only to
-        refuse uploads without speech (their features still read every sample, as in their training)."""
-        return getattr(self.model.features, "speech", None) or DEFAULT_DETECTOR
-
-    def speech_seconds(self, audio: Audio) -> float:
-        """Seconds of speech in ``audio``; raises NoSpeechError (naming the upload) when there is too little.
-        Run on the waveform the features read (mono, 16 kHz), so it agrees with their speech detection.
-        Audio too short for the features at all is refused as such first (AudioTooShortError)."""
-        self.model.features.require_length(audio)
-        y = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, 16000)
-        detector = self.detector
-        seconds = detector.speech_seconds(y, 16000)
-        if seconds < detector.min_speech:
-            raise NoSpeechError(f"no speech found in the audio ({seconds:.2f} s of speech-like sound in "
-                                f"{audio.duration:.2f} s; at least {detector.min_speech:g} s needed): silence, "
-                                "noise or a click holds no emotion to recognise")
-        return seconds
-
-    def featurize(self, data: bytes, filename: str, *, timeline: bool, window: float, hop: float,
-                  profile: SpeakerProfile | None = None
-                  ) -> tuple[Audio, float, np.ndarray | None, list[tuple[float, float]], list[np.ndarray | None]]:
-        """Decode; refuse audio without speech; features of the whole clip when it fits the model's span;
-        features of each window when a timeline is asked for or the clip is longer than the span (None for a
-        window without speech). With a speaker profile, every input is finished with its mean (else, for
-        models with a speaker reference, each input with its own)."""
-        audio = self.decode(data, filename)
-        seconds = self.speech_seconds(audio)
-        reference = None if profile is None else profile.mean
-
-        gate = getattr(self.model.features, "speech", None) is None  # features that do not detect speech
-
-        def extract(part: Audio) -> np.ndarray | None:
-            try:
-                if gate:
-                    self.speech_seconds(part)
-                return self.model.features.extract(part, reference)
-            except (NoSpeechError, AudioTooShortError):  # a window without (enough) speech
-                return None
-
-        whole = None
-        if audio.duration <= self.span:
-            whole = self.model.features.extract(audio, reference)
-        spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
-        windows = [extract(cut(audio, a, b)) for a, b in spans]
-        if whole is None and not any(w is not None for w in windows):
-            raise NoSpeechError(f"no speech found in any {window:g} s window of the audio")
-        return audio, seconds, whole, spans, windows
 
     @property
     def frame_seconds(self) -> float:
@@ -307,38 +244,20 @@ class Predictor:
     async def profile(self, clips: list[tuple[bytes, str]]) -> SpeakerProfile:
         """A speaker profile from some of their clips: decoded and analysed on a worker thread (no model call).
         A clip that cannot be used raises, naming the clip."""
-        features = self.model.features
 
         def compute() -> SpeakerProfile:
-            bases = []
+            audios = []
             for data, name in clips:
                 try:
-                    audio = self.decode(data, name)
-                    self.speech_seconds(audio)
-                    bases.append(features.base(audio))  # speech only, for models with a speech detector
+                    audios.append((self.decode(data, name), name))
                 except AudioTooShortError as exc:  # its message does not name the clip
                     raise AudioTooShortError(f"'{name}' is {exc}") from None
-                except NoSpeechError as exc:
-                    raise NoSpeechError(f"'{name}': {exc}") from None
-            return SpeakerProfile.from_features(bases, features)
+            return self.analyser.profile(audios)
 
         return await asyncio.to_thread(compute)
 
     def warm_up(self) -> None:
-        """One full pass (features and model) so the first real request is not the slow one."""
-        sr = 16000
-        t = np.arange(3 * sr) / sr
-        y = (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-        try:
-            self.speech_seconds(Audio(y, sr, 1))
-        except NoSpeechError:  # a tone need not pass for speech: the detector has run once all the same
-            pass
-        features = self.model.features
-        if getattr(features, "speech", None) is not None:
-            features = dataclasses.replace(features, speech=None)
-        features = features.extract(Audio(y, sr, 1))
-        for batch in (1, 2):
-            self.model.predict(pad_batch([features] * batch))
+        self.analyser.warm_up()
 
     async def predict(self, data: bytes, filename: str = "upload", *, timeline: bool = False,
                       window: float | None = None, hop: float | None = None,
@@ -348,23 +267,16 @@ class Predictor:
         With ``timeline``, also the probabilities of every window (window and hop default to the model's).
         With ``profile`` (models with a speaker reference only), the speaker's profile is the reference.
         """
-        window = window or self.model.serving["window_seconds"]
-        hop = hop or self.model.serving["hop_seconds"]
 
         def prepare():
-            audio, seconds, whole, spans, windows = self.featurize(data, filename, timeline=timeline, window=window,
-                                                                   hop=hop, profile=profile)
-            speech = [w is not None for w in windows]
-            inputs = ([whole] if whole is not None else []) + [w for w in windows if w is not None]
-            return (audio, seconds, whole is not None, spans, speech), inputs
+            prepared = self.analyser.prepare(self.decode(data, filename), timeline=timeline, window=window,
+                                             hop=hop, profile=profile)
+            return prepared, prepared.inputs
 
-        (audio, seconds, has_whole, spans, speech), probs, batch = await self._pipeline.submit(prepare)
-        speech_probs = iter(probs[1:] if has_whole else probs)
-        window_probs = [next(speech_probs) if s else None for s in speech]
-        heard = [p for p in window_probs if p is not None]
-        overall = probs[0] if has_whole else np.mean(np.stack(heard), axis=0)
-        segments = [Segment(a, b, p) for (a, b), p in zip(spans, window_probs)] if timeline else None
-        return Prediction(overall, audio, segments, 1 if has_whole else len(heard), round(seconds, 2), batch)
+        prepared, probs, batch = await self._pipeline.submit(prepare)
+        answer = self.analyser.answer(prepared, probs)
+        return Prediction(answer.probabilities, prepared.audio, answer.timeline, answer.windows,
+                          answer.speech_seconds, batch)
 
     async def aclose(self) -> None:
         self._pipeline.close()

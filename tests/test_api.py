@@ -20,10 +20,11 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.inference import BatchingPipeline, Predictor, plan_windows
+from app.inference import BatchingPipeline, Predictor
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, speech, tone
 from speech_emotion.model import ExportedModel, resolve_model_dir
+from speech_emotion.predict import plan_windows
 from training.extraction import extract_one
 
 MODELS = ROOT / "models"

@@ -1,0 +1,357 @@
+"""Bulk scoring: an archive of recordings in, one row per recording out, as ``POST /predict`` would answer.
+
+    python -m speech_emotion score recordings/ --output scores.csv            # all local cores
+    python -m speech_emotion score 'calls/**/*.wav' --output scores.parquet --timeline
+    python -m speech_emotion score list.csv --output scores.csv --ray-address auto   # a Ray cluster
+
+The same decoding, speech detection, features, windows and SavedModel as the service
+(:class:`speech_emotion.predict.Analyser`); no upload size or length limit. Files are scored in chunks, each
+chunk's inputs in batched model calls, the chunks spread over worker processes (or Ray tasks). Each finished
+chunk is appended to ``<output>.partial.jsonl``; an interrupted run started again with the same output skips
+the files already done, and the output is written, in input order, once every file is.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from speech_emotion.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+
+PARTIAL_SUFFIX = ".partial.jsonl"
+
+
+class ScoreError(ValueError):
+    """The input or output cannot be used (the message says why); nothing was scored."""
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def find_recordings(inputs: Iterable[str]) -> list[str]:
+    """Recordings named by ``inputs``: a folder (its audio files, recursively), a glob, a CSV with a ``path``
+    column (relative paths are relative to the CSV's folder), or an audio file. Sorted within each input,
+    duplicates dropped; a missing input or one that names no recording raises ScoreError."""
+    found: dict[str, None] = {}
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            names = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            names = _from_csv(path)
+        elif path.is_file():
+            names = [str(path)]
+        elif glob.has_magic(spec):
+            names = sorted(p for p in glob.glob(spec, recursive=True)
+                           if Path(p).is_file() and Path(p).suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            raise ScoreError(f"{spec}: no such file or folder")
+        if not names:
+            raise ScoreError(f"{spec}: no recordings ({', '.join(AUDIO_EXTENSIONS)})")
+        found.update(dict.fromkeys(names))
+    return list(found)
+
+
+def _from_csv(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+            raise ScoreError(f"{path}: a list of recordings needs a 'path' column (it has {reader.fieldnames})")
+        return [str(p if Path(p).is_absolute() else path.parent / p)
+                for p in (row["path"].strip() for row in reader) if p]
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    model: str  # a version folder, a model folder or a models root (as SER_MODEL_PATH)
+    timeline: bool = False  # also one row per window
+    batch: int = 32  # model inputs per call
+
+
+_ANALYSERS: dict[str, Any] = {}  # per process (a worker, a Ray worker): the loaded model, loaded once
+
+
+def _analyser(model: str):
+    if model not in _ANALYSERS:
+        from speech_emotion.model import ExportedModel
+        from speech_emotion.predict import Analyser
+
+        _ANALYSERS[model] = Analyser(ExportedModel.load(model))
+    return _ANALYSERS[model]
+
+
+def model_labels(model: str) -> tuple[list[str], str]:
+    """The labels of ``model`` and a description of it (name, version, folder), read from its metadata."""
+    from speech_emotion.model import METADATA_FILE, resolve_model_dir
+
+    folder = resolve_model_dir(model)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    return list(meta["labels"]), f"{meta['name']}/{meta['version']} ({folder})"
+
+
+def score_chunk(paths: list[str], settings: ScoreSettings) -> list[dict[str, Any]]:
+    """Rows for ``paths`` (in order): each file decoded and prepared, then every input in batched model calls.
+    A file that cannot be scored gets a row with its error instead of failing the chunk."""
+    from speech_emotion.features import pad_batch
+
+    analyser = _analyser(settings.model)
+    prepared, rows = [], []
+    for path in paths:
+        try:
+            prepared.append((path, analyser.prepare(read_audio(path), timeline=settings.timeline)))
+        except AudioError as exc:  # undecodable, too short, no speech: named in the row
+            prepared.append((path, str(exc)))
+        except OSError as exc:
+            prepared.append((path, f"{path}: {exc.strerror or exc}"))
+    inputs = [x for _, p in prepared if not isinstance(p, str) for x in p.inputs]
+    outputs = [analyser.model.predict(pad_batch(inputs[i:i + settings.batch]))
+               for i in range(0, len(inputs), settings.batch)]
+    probabilities = list(np.concatenate(outputs)) if outputs else []
+    labels, start = analyser.labels, 0
+    for path, p in prepared:
+        if isinstance(p, str):
+            rows.append(_row(path, labels, None, error=p, timeline=settings.timeline))
+            continue
+        answer = analyser.answer(p, probabilities[start:start + len(p.inputs)])
+        start += len(p.inputs)
+        rows.append(_row(path, labels, answer.probabilities, speech=answer.speech_seconds,
+                         timeline=settings.timeline))
+        for segment in answer.timeline or []:
+            rows.append(_row(path, labels, segment.probabilities, start=segment.start, end=segment.end,
+                             timeline=True))
+    return rows
+
+
+def _row(path: str, labels: list[str], probabilities, *, speech: float | None = None, error: str = "",
+         start: float | None = None, end: float | None = None, timeline: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": path}
+    if timeline:  # the whole recording's row has no start and end
+        row.update(start=start, end=end)
+    if probabilities is None:
+        row.update(emotion=None, probability=None, **dict.fromkeys(labels))
+    else:
+        values = [round(float(v), 6) for v in probabilities]
+        best = int(np.argmax(probabilities))
+        row.update(emotion=labels[best], probability=values[best], **dict(zip(labels, values)))
+    row.update(speech_seconds=speech, error=error)
+    return row
+
+
+def columns(labels: list[str], timeline: bool) -> list[str]:
+    return ["path", *(["start", "end"] if timeline else []), "emotion", "probability", *labels,
+            "speech_seconds", "error"]
+
+
+# ------------------------------------------------------------------------------------------------ engines
+
+
+def _worker_init(model: str) -> None:
+    """One model per worker process, on one thread: the processes are the parallelism. (One thread also makes
+    the model's sums run in one order, so a worker process and a Ray worker answer to the last digit alike.)"""
+    if model in _ANALYSERS:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from speech_emotion.runtime import retain_freed_memory
+
+    retain_freed_memory()
+    _analyser(model)
+
+
+def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> Iterator[list[dict[str, Any]]]:
+    """Rows per chunk as chunks finish: in this process (``jobs`` 1) or on ``jobs`` worker processes."""
+    if jobs <= 1:
+        for chunk in chunks:
+            yield score_chunk(chunk, settings)
+        return
+    # spawn, not fork: TensorFlow's threads do not survive a fork
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=(settings.model,)) as pool:
+        todo = iter(chunks)
+        running = {pool.submit(score_chunk, c, settings) for c in _take(todo, 2 * jobs)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                running |= {pool.submit(score_chunk, c, settings) for c in _take(todo, 1)}
+
+
+def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> Iterator[list[dict[str, Any]]]:
+    """Rows per chunk as Ray tasks finish (``address``: "local" starts Ray on this machine, else as
+    ``ray.init(address=...)``: "auto", "ray://head:10001"). The recordings' paths must be readable on the
+    cluster's nodes (a shared file system), and the model folder too."""
+    try:
+        import ray
+    except ImportError:
+        raise ScoreError("--ray-address needs Ray: pip install '.[cluster]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1)(_ray_chunk)
+        todo = iter(chunks)
+        width = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        running = [task.remote(c, settings) for c in _take(todo, 2 * width)]
+        while running:
+            done, running = ray.wait(running, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+                running += [task.remote(c, settings) for c in _take(todo, 1)]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_chunk(paths: list[str], settings: ScoreSettings) -> list[dict[str, Any]]:
+    _worker_init(settings.model)  # Ray reuses its worker processes: the model stays loaded between tasks
+    return score_chunk(paths, settings)
+
+
+def _take(items: Iterator, n: int) -> list:
+    out = []
+    for item in items:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class ScoreRun:
+    """What a run did: rows written, files scored now, files taken from an earlier interrupted run."""
+
+    output: Path
+    rows: int
+    scored: int
+    resumed: int
+    failed: int
+    seconds: float
+    audio_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def score(inputs: Iterable[str], output: str | Path, *, model: str, timeline: bool = False, jobs: int = 0,
+          chunk: int = 16, batch: int = 32, ray_address: str | None = None, progress: bool = True) -> ScoreRun:
+    """Score every recording ``inputs`` name into ``output`` (.csv, or .parquet with pyarrow installed)."""
+    output = Path(output)
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise ScoreError(f"{output}: the output is a .csv or .parquet file")
+    if output.suffix.lower() == ".parquet":
+        _require_pyarrow()
+    paths = find_recordings(inputs)
+    labels, described = model_labels(model)
+    settings = ScoreSettings(model=model, timeline=timeline, batch=batch)
+    header = {"model": described, "labels": labels, "timeline": timeline}
+    partial = output.with_name(output.name + PARTIAL_SUFFIX)
+    done = _read_partial(partial, header)
+    todo = [p for p in paths if p not in done]
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    jobs = jobs or os.cpu_count() or 1
+    started = time.perf_counter()
+    bar = _progress(len(paths), len(paths) - len(todo), progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("a") as f:
+        if not done:
+            f.write(json.dumps({"header": header}) + "\n")
+        engine = run_ray(chunks, settings, ray_address) if ray_address else run_local(chunks, settings, jobs)
+        for rows in engine:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+                if row.get("start") is None:
+                    done.setdefault(row["path"], []).insert(0, row)
+                else:
+                    done.setdefault(row["path"], []).append(row)
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(sum(1 for row in rows if row.get("start") is None))
+    bar.close()
+    rows = [row for p in paths for row in done[p]]
+    _write(output, rows, columns(labels, timeline))
+    partial.unlink()
+    whole = [r for r in rows if r.get("start") is None]
+    failed = [r for r in whole if r["error"]]
+    return ScoreRun(output, len(rows), len(todo), len(paths) - len(todo), len(failed),
+                    time.perf_counter() - started, errors=[f"{r['path']}: {r['error']}" for r in failed])
+
+
+def _read_partial(partial: Path, header: dict) -> dict[str, list[dict]]:
+    """The rows an interrupted run finished, by path (a torn last line, from a kill mid-write, is dropped)."""
+    done: dict[str, list[dict]] = {}
+    if not partial.exists():
+        return done
+    lines = partial.read_text().splitlines()
+    try:
+        first = json.loads(lines[0])["header"] if lines else None
+    except (ValueError, KeyError, TypeError):
+        first = None
+    if first != header:
+        raise ScoreError(f"{partial} is from a run with other settings ({first}); delete it to start over, or "
+                         f"run with the same model and --timeline setting to finish it")
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        done.setdefault(row["path"], []).append(row)
+    # a file counts as done only with its whole-recording row (a torn chunk is scored again)
+    return {p: sorted(rows, key=lambda r: (r.get("start") is not None, r.get("start") or 0))
+            for p, rows in done.items() if any(r.get("start") is None for r in rows)}
+
+
+def _write(output: Path, rows: list[dict], names: list[str]) -> None:
+    tmp = output.with_name(f".{output.name}.tmp")
+    if output.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows]), tmp)
+    else:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    tmp.replace(output)
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ScoreError("a .parquet output needs pyarrow: pip install '.[cluster]' (or write .csv)") from None
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="file", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
