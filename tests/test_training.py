@@ -302,3 +302,19 @@ def test_evaluate_scores_an_exported_model_on_another_corpus(trained, tess_like,
     assert result["metrics"]["n"] + result["skipped"] == n
     # the confusion matrix counts every scored clip once, over the model's whole label set
     assert np.asarray(result["metrics"]["confusion_matrix"]).sum() == result["metrics"]["n"]
+
+
+def test_folds_on_a_local_ray_instance_equal_the_folds_run_here(trained, slice_csv, tmp_path):
+    """`train --ray-address local`: the same folds, fitted with the same seeds as Ray tasks, give the same
+    learning curves and the same answer for every test clip as the run without Ray (the `trained` run)."""
+    pytest.importorskip("ray")
+    run_dir, _ = trained
+    argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--refit",
+            "--no-final-fit", "--ray-address", "local"]
+    assert main(argv) == 0
+    (ray_dir,) = (tmp_path / "runs").iterdir()
+    assert (ray_dir / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()
+    assert json.loads((ray_dir / "history.json").read_text()) == json.loads((run_dir / "history.json").read_text())
+    here, there = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ray_dir))
+    assert [f["metrics"] for f in here["folds"]] == [f["metrics"] for f in there["folds"]]

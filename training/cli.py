@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", dest="cache_dir", default=S, action="store_const", const=None,
                    help="do not read or write the feature cache")
     p.add_argument("--jobs", default=S, type=int, help="feature extraction processes (default: all cores)")
+    p.add_argument("--ray-address", default=S, metavar="ADDRESS",
+                   help="train the protocol's folds as Ray tasks: 'auto' (the cluster this machine is in), "
+                        "'ray://HEAD:10001', or 'local' (Ray started here); needs pip install '.[cluster]'. "
+                        "Same folds, seeds and results as without it")
+    p.add_argument("--ray-cpus-per-fold", default=S, type=int, metavar="N",
+                   help="with --ray-address: CPUs each fold's task reserves and trains on (default 2)")
 
     p = sub.add_parser("evaluate", help="score an exported model on a labelled corpus (each clip alone)",
                        description="Score an exported model (models/<name>/<version>/) on a labelled corpus, each clip "

@@ -96,6 +96,10 @@ class TrainConfig:
     cache_dir: str | None = ".cache/features"
     jobs: int | None = None
     progress: bool = True
+    # run the folds as Ray tasks on this cluster ("auto", "ray://head:10001", or "local" for a Ray instance
+    # started on this machine), each with this many CPUs; None: one after another in this process
+    ray_address: str | None = None
+    ray_cpus_per_fold: int = 2
 
     @classmethod
     def field_names(cls) -> set[str]:

@@ -389,43 +389,21 @@ def run_training(cfg: TrainConfig) -> RunResult:
               if cfg.degrade_copies else None)
     robust_pred: dict[str, list[np.ndarray]] = {name: [] for name in CONDITIONS} if cfg.robustness else {}
     fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
-    profiled_pred, profiled_reports = [], []
+    profiled_pred = []
     predictions: list[tuple[int, str, np.ndarray]] = []
     train_seconds = 0.0
-    for k, fold in enumerate(plan.folds):
-        result = _run_fold(cfg, fold, k, build, features, speakers, feature_set, y, len(labels), augment, copies,
-                           utts)
-        train_seconds += result.seconds
-        test_feats = [features[i] for i in fold.test]
-        # Each test clip alone, as POST /predict sees it.
-        test_probs = predict_proba(result.model, finish_each(test_feats, feature_set))
-        pred = test_probs.argmax(axis=1)
-        metrics = classification_metrics(y[fold.test], pred, labels)
-        log.info("fold %s: accuracy %.3f, UAR %.3f (best epoch %d of %d)", fold.name, metrics["accuracy"],
-                 metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
-        report = {**fold.describe(), "best_epoch": result.best_epoch,
-                  "epochs_run": len(result.history.get("loss", [])),
-                  # --refit: the scored model was fitted anew on this many utterances (training + validation)
-                  "refit_utterances": int(len(fold.train) + len(fold.val)) if cfg.refit and len(fold.val) else None,
-                  "train_seconds": round(result.seconds, 2), "metrics": metrics}
-        if feature_set.uses_reference:
-            # And each test speaker with a profile of all of their test clips (their audio, not their labels).
-            ppred = predict_proba(result.model, with_speaker_profiles(
-                test_feats, [speakers[i] for i in fold.test], feature_set)).argmax(axis=1)
-            profiled_pred.append(ppred)
-            report["metrics_with_profile"] = classification_metrics(y[fold.test], ppred, labels)
-            log.info("fold %s with speaker profiles: accuracy %.3f, UAR %.3f", fold.name,
-                     report["metrics_with_profile"]["accuracy"], report["metrics_with_profile"]["uar"])
-        for name in robust_pred:  # the same test clips under each fixed degradation, each alone
-            inputs = condition_inputs(fold.test, name, waves, speakers, feature_set)
-            heard = [x for x in inputs if x is not None]
-            probs = iter(predict_proba(result.model, heard).argmax(axis=1)) if heard else iter(())
-            robust_pred[name].append(np.array([next(probs) if x is not None else -1 for x in inputs]))
-        fold_reports.append(report)
-        histories[fold.name] = {**result.history, "best_epoch": [result.best_epoch]}
+    context = FoldContext(cfg, build, features, speakers, feature_set, y, labels, augment, copies, utts, waves)
+    for fold, outcome in zip(plan.folds, _fold_outcomes(context, plan.folds)):
+        train_seconds += outcome.report["train_seconds"]
+        if outcome.profiled_pred is not None:
+            profiled_pred.append(outcome.profiled_pred)
+        for name in robust_pred:
+            robust_pred[name].append(outcome.robust_pred[name])
+        fold_reports.append(outcome.report)
+        histories[fold.name] = outcome.history
         pooled_true.append(y[fold.test])
-        pooled_pred.append(pred)
-        predictions += [(i, fold.name, p) for i, p in zip(fold.test, test_probs)]
+        pooled_pred.append(outcome.test_probs.argmax(axis=1))
+        predictions += [(i, fold.name, p) for i, p in zip(fold.test, outcome.test_probs)]
 
     pooled = classification_metrics(np.concatenate(pooled_true), np.concatenate(pooled_pred), labels)
     fold_uars = [f["metrics"]["uar"] for f in fold_reports]
@@ -490,6 +468,77 @@ def run_training(cfg: TrainConfig) -> RunResult:
             run.export_dir = export_run(run_dir, cfg.export, models_dir=cfg.models_dir, model=run.model)
     _write_report(run_dir, corpus, metrics, cfg, run.export_dir)
     return run
+
+
+@dataclass
+class FoldContext:
+    """What every fold of a run shares: the settings, the data and how to build a model."""
+
+    cfg: TrainConfig
+    build: Callable[[], Any]
+    features: list[np.ndarray]
+    speakers: list[str]
+    feature_set: FeatureSet
+    y: np.ndarray
+    labels: list[str]
+    augment: Any = None
+    copies: DegradedCopies | None = None
+    utts: list[Utterance] | None = None
+    waves: Waveforms | None = None
+
+
+@dataclass
+class FoldOutcome:
+    """A fold's evaluation, in memory: its report, learning curves and the test clips' answers."""
+
+    report: dict[str, Any]
+    history: dict[str, list]
+    test_probs: np.ndarray  # each test clip alone, as POST /predict sees it
+    profiled_pred: np.ndarray | None  # each test speaker with a profile of their test clips (reference models)
+    robust_pred: dict[str, np.ndarray]  # per robustness condition; -1 where no speech was left
+
+
+def evaluate_fold(ctx: FoldContext, k: int, fold: Fold) -> FoldOutcome:
+    """Fit the fold's model (:func:`_run_fold`) and score its test speakers: each clip alone, with speaker
+    profiles for models that take them, and under every robustness condition when asked."""
+    cfg, features, speakers, feature_set, y = ctx.cfg, ctx.features, ctx.speakers, ctx.feature_set, ctx.y
+    result = _run_fold(cfg, fold, k, ctx.build, features, speakers, feature_set, y, len(ctx.labels), ctx.augment,
+                       ctx.copies, ctx.utts)
+    test_feats = [features[i] for i in fold.test]
+    test_probs = predict_proba(result.model, finish_each(test_feats, feature_set))
+    metrics = classification_metrics(y[fold.test], test_probs.argmax(axis=1), ctx.labels)
+    log.info("fold %s: accuracy %.3f, UAR %.3f (best epoch %d of %d)", fold.name, metrics["accuracy"],
+             metrics["uar"], result.best_epoch, len(result.history.get("loss", [])))
+    report = {**fold.describe(), "best_epoch": result.best_epoch,
+              "epochs_run": len(result.history.get("loss", [])),
+              # --refit: the scored model was fitted anew on this many utterances (training + validation)
+              "refit_utterances": int(len(fold.train) + len(fold.val)) if cfg.refit and len(fold.val) else None,
+              "train_seconds": round(result.seconds, 2), "metrics": metrics}
+    profiled = None
+    if feature_set.uses_reference:
+        # And each test speaker with a profile of all of their test clips (their audio, not their labels).
+        profiled = predict_proba(result.model, with_speaker_profiles(
+            test_feats, [speakers[i] for i in fold.test], feature_set)).argmax(axis=1)
+        report["metrics_with_profile"] = classification_metrics(y[fold.test], profiled, ctx.labels)
+        log.info("fold %s with speaker profiles: accuracy %.3f, UAR %.3f", fold.name,
+                 report["metrics_with_profile"]["accuracy"], report["metrics_with_profile"]["uar"])
+    robust = {}
+    for name in CONDITIONS if cfg.robustness else ():  # the same test clips under each degradation, each alone
+        inputs = condition_inputs(fold.test, name, ctx.waves, speakers, feature_set)
+        heard = [x for x in inputs if x is not None]
+        probs = iter(predict_proba(result.model, heard).argmax(axis=1)) if heard else iter(())
+        robust[name] = np.array([next(probs) if x is not None else -1 for x in inputs])
+    return FoldOutcome(report, {**result.history, "best_epoch": [result.best_epoch]}, test_probs, profiled, robust)
+
+
+def _fold_outcomes(ctx: FoldContext, folds: list[Fold]) -> list[FoldOutcome]:
+    """Every fold's outcome, in order: one after another here, or as Ray tasks with ``cfg.ray_address``
+    (the folds are independent; each task fits its fold exactly as here, with the same seeds)."""
+    if not ctx.cfg.ray_address:
+        return [evaluate_fold(ctx, k, fold) for k, fold in enumerate(folds)]
+    from training.cluster import run_folds_on_ray
+
+    return run_folds_on_ray(ctx, folds, evaluate_fold)
 
 
 def _sampler(features, speakers, feature_set, idx, copies=None, clean: float = 0.5):
