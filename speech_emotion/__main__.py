@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--timeline", action="store_true",
                        help="also one row per window of each recording (columns start and end)")
     score.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default: one per core)")
-    score.add_argument("--chunk", type=int, default=16, help="recordings per task (the unit of resuming)")
+    score.add_argument("--chunk", type=int, default=64, help="recordings per task (the unit of resuming; default 64)")
     score.add_argument("--ray-address", metavar="ADDRESS",
                        help="run the tasks on Ray instead: 'auto' (the cluster this machine is in), "
                             "'ray://HEAD:10001', or 'local' (a Ray instance started here); needs .[cluster]")

@@ -190,8 +190,9 @@ class FeatureSet:
     #: True for feature sets whose model input depends on a speaker reference (see ``finish``).
     uses_reference: ClassVar[bool] = False
 
-    def base(self, audio: Audio) -> np.ndarray:  # pragma: no cover - abstract
-        """What the clip alone determines (training caches this)."""
+    def base(self, audio: Audio, speech: list[tuple[float, float]] | None = None) -> np.ndarray:  # pragma: no cover
+        """What the clip alone determines (training caches this). ``speech``: the runs of speech that the feature
+        set's own detector found in the clip's mono signal at 16 kHz, when the caller has them already."""
         raise NotImplementedError
 
     def finish(self, base: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -200,9 +201,10 @@ class FeatureSet:
             raise ValueError(f"{self.kind} features take no speaker reference")
         return base
 
-    def extract(self, audio: Audio, reference: np.ndarray | None = None) -> np.ndarray:
+    def extract(self, audio: Audio, reference: np.ndarray | None = None,
+                speech: list[tuple[float, float]] | None = None) -> np.ndarray:
         """The model input for one clip: ``finish(base(audio), reference)``."""
-        return self.finish(self.base(audio), reference)
+        return self.finish(self.base(audio, speech), reference)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -251,8 +253,8 @@ class MeanMFCC(FeatureSet):
         y = window(audio.samples, audio.sample_rate, self.offset, self.duration)
         self._require(y, audio.sample_rate, self.min_seconds, f"the window after {self.offset:g} s")
 
-    def base(self, audio: Audio) -> np.ndarray:
-        self.require_length(audio)
+    def base(self, audio: Audio, speech: list[tuple[float, float]] | None = None) -> np.ndarray:
+        self.require_length(audio)  # reads every sample of its window: ``speech`` does not apply
         y = window(audio.samples, audio.sample_rate, self.offset, self.duration)
         y = resample(np.ascontiguousarray(to_mono(y)), audio.sample_rate, self.sample_rate)
         coefficients = mfcc(y, self.sample_rate, self.n_mfcc)
@@ -318,11 +320,14 @@ class LogMelFrames(FeatureSet):
                 del data[key]
         return data
 
-    def waveform(self, audio: Audio) -> np.ndarray:
-        """Mono float32 at ``sample_rate``, speech only when ``speech`` is set: what :meth:`frames` reads."""
+    def waveform(self, audio: Audio, runs: list[tuple[float, float]] | None = None) -> np.ndarray:
+        """Mono float32 at ``sample_rate``, speech only when ``speech`` is set: what :meth:`frames` reads.
+        ``runs``: the detector's runs of speech in this signal, when already found (at 16 kHz only)."""
         self.require_length(audio)
         y = resample(np.ascontiguousarray(to_mono(audio.samples)), audio.sample_rate, self.sample_rate)
-        return y if self.speech is None else self.speech.keep(y, self.sample_rate)
+        if self.speech is None:
+            return y
+        return self.speech.keep(y, self.sample_rate, runs if self.sample_rate == 16000 else None)
 
     def require_length(self, audio: Audio) -> None:
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")
@@ -363,8 +368,8 @@ class LogMelFrames(FeatureSet):
         out[:m, 1] = periodicity[:m]
         return out
 
-    def base(self, audio: Audio) -> np.ndarray:
-        return self.frames(self.waveform(audio))
+    def base(self, audio: Audio, speech: list[tuple[float, float]] | None = None) -> np.ndarray:
+        return self.frames(self.waveform(audio, speech))
 
     @property
     def uses_reference(self) -> bool:  # type: ignore[override]

@@ -91,15 +91,20 @@ class Analyser:
         """Seconds of speech in ``audio``; raises NoSpeechError when there is too little. Run on the waveform
         the features read (mono, 16 kHz), so it agrees with their speech detection. Audio too short for the
         features at all is refused as such first (AudioTooShortError)."""
+        return self._speech(audio)[0]
+
+    def _speech(self, audio: Audio) -> tuple[float, list[tuple[float, float]]]:
+        """:meth:`speech_seconds`, and the runs of speech found (which the features reuse)."""
         self.model.features.require_length(audio)
         y = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, 16000)
         detector = self.detector
-        seconds = detector.speech_seconds(y, 16000)
+        runs = detector.runs(y, 16000)
+        seconds = float(sum(b - a for a, b in runs))
         if seconds < detector.min_speech:
             raise NoSpeechError(f"no speech found in the audio ({seconds:.2f} s of speech-like sound in "
                                 f"{audio.duration:.2f} s; at least {detector.min_speech:g} s needed): silence, "
                                 "noise or a click holds no emotion to recognise")
-        return seconds
+        return seconds, runs
 
     def prepare(self, audio: Audio, *, timeline: bool = False, window: float | None = None,
                 hop: float | None = None, profile: SpeakerProfile | None = None) -> Prepared:
@@ -109,7 +114,7 @@ class Analyser:
         speaker reference, each input with its own)."""
         window = window or self.model.serving["window_seconds"]
         hop = hop or self.model.serving["hop_seconds"]
-        seconds = self.speech_seconds(audio)
+        seconds, runs = self._speech(audio)
         reference = None if profile is None else profile.mean
         gate = getattr(self.model.features, "speech", None) is None  # features that do not detect speech
 
@@ -121,7 +126,7 @@ class Analyser:
             except (NoSpeechError, AudioTooShortError):  # a window without (enough) speech
                 return None
 
-        whole = self.model.features.extract(audio, reference) if audio.duration <= self.span else None
+        whole = self.model.features.extract(audio, reference, runs) if audio.duration <= self.span else None
         spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
         windows = [extract(cut(audio, a, b)) for a, b in spans]
         if whole is None and not any(w is not None for w in windows):
@@ -148,8 +153,8 @@ class Analyser:
         bases = []
         for audio, name in audios:
             try:
-                self.speech_seconds(audio)
-                bases.append(features.base(audio))  # speech only, for models with a speech detector
+                _, runs = self._speech(audio)
+                bases.append(features.base(audio, runs))  # speech only, for models with a speech detector
             except AudioTooShortError as exc:  # its message does not name the clip
                 raise AudioTooShortError(f"'{name}' is {exc}") from None
             except NoSpeechError as exc:

@@ -13,6 +13,7 @@ the files already done, and the output is written, in input order, once every fi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -118,9 +119,14 @@ def score_chunk(paths: list[str], settings: ScoreSettings) -> list[dict[str, Any
         except OSError as exc:
             prepared.append((path, f"{path}: {exc.strerror or exc}"))
     inputs = [x for _, p in prepared if not isinstance(p, str) for x in p.inputs]
-    outputs = [analyser.model.predict(pad_batch(inputs[i:i + settings.batch]))
-               for i in range(0, len(inputs), settings.batch)]
-    probabilities = list(np.concatenate(outputs)) if outputs else []
+    # Batches of inputs of similar length: less padding to compute (padding frames are masked, so the answers
+    # are those of each input alone, to float rounding).
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    probabilities: list = [None] * len(inputs)
+    for i in range(0, len(order), settings.batch):
+        take = order[i:i + settings.batch]
+        for j, row in zip(take, analyser.model.predict(pad_batch([inputs[j] for j in take]))):
+            probabilities[j] = row
     labels, start = analyser.labels, 0
     for path, p in prepared:
         if isinstance(p, str):
@@ -175,6 +181,27 @@ def _worker_init(model: str) -> None:
     _analyser(model)
 
 
+#: Thread counts of the numerical libraries in a worker, read when they are first imported: one each.
+#: (Ray sets the same for a one-CPU task; the number of BLAS threads changes the order of the features' sums,
+#: and with it their last digits.)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _one_thread_each():
+    """:data:`ONE_THREAD` in the environment that worker processes started inside inherit."""
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> Iterator[list[dict[str, Any]]]:
     """Rows per chunk as chunks finish: in this process (``jobs`` 1) or on ``jobs`` worker processes."""
     if jobs <= 1:
@@ -182,8 +209,8 @@ def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> It
             yield score_chunk(chunk, settings)
         return
     # spawn, not fork: TensorFlow's threads do not survive a fork
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(settings.model,)) as pool:
+    with _one_thread_each(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                                                 initargs=(settings.model,)) as pool:
         todo = iter(chunks)
         running = {pool.submit(score_chunk, c, settings) for c in _take(todo, 2 * jobs)}
         while running:
@@ -206,7 +233,7 @@ def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> I
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     try:
-        task = ray.remote(num_cpus=1)(_ray_chunk)
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
         todo = iter(chunks)
         width = max(1, int(ray.cluster_resources().get("CPU", 1)))
         running = [task.remote(c, settings) for c in _take(todo, 2 * width)]
@@ -247,12 +274,13 @@ class ScoreRun:
     resumed: int
     failed: int
     seconds: float
-    audio_seconds: float = 0.0
+    first_chunk_seconds: float | None = None  # start-up included: until the first chunk's rows came back
+    first_chunk_files: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 def score(inputs: Iterable[str], output: str | Path, *, model: str, timeline: bool = False, jobs: int = 0,
-          chunk: int = 16, batch: int = 32, ray_address: str | None = None, progress: bool = True) -> ScoreRun:
+          chunk: int = 64, batch: int = 32, ray_address: str | None = None, progress: bool = True) -> ScoreRun:
     """Score every recording ``inputs`` name into ``output`` (.csv, or .parquet with pyarrow installed)."""
     output = Path(output)
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -275,7 +303,10 @@ def score(inputs: Iterable[str], output: str | Path, *, model: str, timeline: bo
         if not done:
             f.write(json.dumps({"header": header}) + "\n")
         engine = run_ray(chunks, settings, ray_address) if ray_address else run_local(chunks, settings, jobs)
+        first_chunk = None
         for rows in engine:
+            if first_chunk is None:
+                first_chunk = (time.perf_counter() - started, sum(1 for row in rows if row.get("start") is None))
             for row in rows:
                 f.write(json.dumps(row) + "\n")
                 if row.get("start") is None:
@@ -292,7 +323,8 @@ def score(inputs: Iterable[str], output: str | Path, *, model: str, timeline: bo
     whole = [r for r in rows if r.get("start") is None]
     failed = [r for r in whole if r["error"]]
     return ScoreRun(output, len(rows), len(todo), len(paths) - len(todo), len(failed),
-                    time.perf_counter() - started, errors=[f"{r['path']}: {r['error']}" for r in failed])
+                    time.perf_counter() - started, *(first_chunk or (None, 0)),
+                    errors=[f"{r['path']}: {r['error']}" for r in failed])
 
 
 def _read_partial(partial: Path, header: dict) -> dict[str, list[dict]]:

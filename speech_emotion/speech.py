@@ -121,11 +121,12 @@ class SpeechDetector:
         """Seconds of speech found: the runs of speech frames, without margins or pauses."""
         return float(sum(b - a for a, b in self.runs(y, sample_rate)))
 
-    def keep(self, y: np.ndarray, sample_rate: int) -> np.ndarray:
+    def keep(self, y: np.ndarray, sample_rate: int, runs: list[tuple[float, float]] | None = None) -> np.ndarray:
         """The speech of ``y``: leading and trailing non-speech removed, pauses longer than ``max_pause``
         shortened to it (half of it kept after one region, half before the next). Raises
-        :class:`NoSpeechError` when less than ``min_speech`` seconds of speech are found."""
-        runs = self.runs(y, sample_rate)
+        :class:`NoSpeechError` when less than ``min_speech`` seconds of speech are found. ``runs``: this
+        detector's :meth:`runs` of ``y``, when the caller has them already."""
+        runs = self.runs(y, sample_rate) if runs is None else runs
         found = sum(b - a for a, b in runs)
         if found < self.min_speech:
             raise NoSpeechError(f"no speech found ({found:.2f} s of speech-like sound, at least "
