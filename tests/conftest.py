@@ -68,3 +68,25 @@ def shared_corpus(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (the ../shared datasets are only on development machines)")
     return path
+
+
+@pytest.fixture(scope="session")
+def reference_model(tmp_path_factory) -> Path:
+    """A model whose features take a speaker reference (so it takes speaker profiles), with speech detection:
+    trained here in about a minute on three bundled speakers, one epoch, a small network. The shipped
+    default reads each clip on its own; the profile tests need the mechanics, not accuracy."""
+    import csv
+
+    from training.cli import main
+    from training.corpora import load_corpus
+
+    root = tmp_path_factory.mktemp("reference")
+    rows = [(u.path, u.emotion, u.speaker) for u in load_corpus(BUNDLED).utterances if u.speaker in ("03", "08", "11")]
+    with (root / "slice.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "emotion", "speaker"), *rows])
+    argv = ["train", "--data", str(root / "slice.csv"), "--recipe", "crnn-speaker", "--features", "logmel-robust",
+            "--protocol", "speaker", "--test-speakers", "11", "--epochs", "1", "--model-arg", "lstm_units=16",
+            "--runs-dir", str(root / "runs"), "--cache-dir", str(root / "cache"), "--models-dir",
+            str(root / "models"), "--export", "reference"]
+    assert main(argv) == 0
+    return root / "models" / "reference" / "1"

@@ -490,14 +490,13 @@ def test_one_and_ten_seconds_of_speech(client, served, seconds):
 # ------------------------------------------------------------------------------------ speaker profiles
 
 SPEAKER_08 = sorted((BUNDLED / "wav").glob("08*.flac"))
-REFERENCE_MODEL = MODELS / "emotion" / "6"  # crnn-robust: features relative to a speaker reference
 
 
 @pytest.fixture(scope="module")
-def profiled():
+def profiled(reference_model):
     """A service whose model reads each clip relative to a speaker reference, so it takes profiles."""
-    with TestClient(create_app(Settings(model_path=REFERENCE_MODEL))) as c:
-        yield c, ExportedModel.load(REFERENCE_MODEL)
+    with TestClient(create_app(Settings(model_path=reference_model))) as c:
+        yield c, ExportedModel.load(reference_model)
 
 
 def make_profile(client, paths) -> dict:

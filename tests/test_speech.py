@@ -168,11 +168,9 @@ def test_timeline_marks_the_window_without_speech(client):
     assert 5.5 <= body["speech_seconds"] <= 8.5
 
 
-def test_profile_refuses_a_clip_without_speech_by_name():
-    from tests.test_api import REFERENCE_MODEL  # a model that takes profiles (the default does not)
-
+def test_profile_refuses_a_clip_without_speech_by_name(reference_model):  # a model that takes profiles
     good = sorted((BUNDLED / "wav").glob("08a0*.flac"))[0]
-    with TestClient(create_app(Settings(model_path=REFERENCE_MODEL))) as client:
+    with TestClient(create_app(Settings(model_path=reference_model))) as client:
         r = client.post("/profile", files=[("files", (good.name, good.read_bytes())),
                                            ("files", ("quiet.wav", wav(np.zeros(2 * SR, np.float32))))])
     assert r.status_code == 422 and r.json()["code"] == "no_speech" and "quiet.wav" in r.json()["detail"]
