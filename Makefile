@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: install run test train analyze bench-accuracy bench-serving bench-vad bench-load constraints clean
+.PHONY: install run test train analyze bench-accuracy bench-serving bench-vad bench-load bench-scoring constraints clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: make PYTHON=/path/to/python3.11")'
@@ -41,6 +41,9 @@ bench-vad: install
 
 bench-load: install
 	$(BIN)/python benchmarks/load.py $(ARGS)
+
+bench-scoring: install
+	$(BIN)/python benchmarks/scoring.py $(ARGS)
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable ) > constraints.new && mv constraints.new constraints.txt
