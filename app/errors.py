@@ -42,6 +42,22 @@ async def send_error(send: Send, status: int, code: str, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
+#: What the service decodes: the 415 answer says so.
+FORMATS = "WAV (8/16/24/32-bit integer or float, any sample rate, mono or stereo); FLAC, OGG, AIFF and MP3 too"
+
+
+def _audio_errors() -> list[tuple[type[Exception], int, str, str]]:
+    """The one mapping of the audio errors (speech_emotion's and the upload limit) to HTTP: exception class,
+    status, code, what to add to its message. Their messages already name the upload (app/inference.py)."""
+    from app.inference import AudioTooLongError
+    from speech_emotion.audio import AudioDecodeError, AudioTooShortError
+    from speech_emotion.speech import NoSpeechError
+
+    return [(NoSpeechError, 422, "no_speech", ""), (AudioTooShortError, 422, "audio_too_short", ""),
+            (AudioTooLongError, 413, "audio_too_long", ""),
+            (AudioDecodeError, 415, "unsupported_audio", f". Send {FORMATS}.")]
+
+
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
           415: "unsupported_media_type", 422: "unprocessable", 503: "unavailable"}
 
@@ -66,6 +82,12 @@ def install_error_handlers(app: FastAPI) -> None:
                               "http://localhost:8000/profile")
         where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
         return error_body(422, "invalid_request", f"invalid request: {where}")
+
+    for cls, status, code, advice in _audio_errors():
+        def audio_error(request: Request, exc: Exception, status=status, code=code, advice=advice) -> JSONResponse:
+            return error_body(status, code, f"{exc}{advice}")
+
+        app.add_exception_handler(cls, audio_error)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -32,7 +32,7 @@ from speech_emotion.features import pad_batch
 from speech_emotion.model import ExportedModel
 from speech_emotion.predict import Analyser, Segment
 from speech_emotion.profiles import SpeakerProfile
-from speech_emotion.speech import SpeechDetector
+from speech_emotion.speech import NoSpeechError, SpeechDetector
 
 log = logging.getLogger("app")
 
@@ -269,8 +269,13 @@ class Predictor:
         """
 
         def prepare():
-            prepared = self.analyser.prepare(self.decode(data, filename), timeline=timeline, window=window,
-                                             hop=hop, profile=profile)
+            try:
+                prepared = self.analyser.prepare(self.decode(data, filename), timeline=timeline, window=window,
+                                                 hop=hop, profile=profile)
+            except NoSpeechError as exc:  # the messages name the upload, as the decoding errors do
+                raise NoSpeechError(f"'{filename}': {exc}") from None
+            except AudioTooShortError as exc:
+                raise AudioTooShortError(f"'{filename}' is {exc}") from None
             return prepared, prepared.inputs
 
         prepared, probs, batch = await self._pipeline.submit(prepare)

@@ -5,18 +5,14 @@ import json
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 
 from app.deps import get_predictor
-from app.errors import APIError
-from app.inference import AudioTooLongError, Predictor
+from app.errors import FORMATS, APIError
+from app.inference import Predictor
 from app.limits import within
 from app.schemas import (UNAVAILABLE, AudioSummary, ModelRef, PredictResponse, ProfileRef, TimelineSegment,
                          error_response)
-from speech_emotion.audio import AudioDecodeError, AudioTooShortError
 from speech_emotion.profiles import SpeakerProfile
-from speech_emotion.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
-
-FORMATS = "WAV (8/16/24/32-bit integer or float, any sample rate, mono or stereo); FLAC, OGG, AIFF and MP3 too"
 
 
 @router.post(
@@ -67,17 +63,9 @@ async def predict(
     data = await file.read()
     if not data:
         raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
-    try:
-        result = await within(request.app.state.settings.request_timeout_s, predictor.predict(
-            data, name, timeline=timeline, window=window, hop=hop, profile=speaker))
-    except NoSpeechError as exc:
-        raise APIError(422, "no_speech", f"'{name}': {exc}") from None
-    except AudioTooShortError as exc:
-        raise APIError(422, "audio_too_short", f"'{name}' is {exc}") from None
-    except AudioTooLongError as exc:
-        raise APIError(413, "audio_too_long", str(exc)) from None
-    except AudioDecodeError as exc:
-        raise APIError(415, "unsupported_audio", f"{exc}. Send {FORMATS}.") from None
+    # audio errors (no speech, too short, too long, undecodable) become JSON answers in app/errors.py
+    result = await within(request.app.state.settings.request_timeout_s, predictor.predict(
+        data, name, timeline=timeline, window=window, hop=hop, profile=speaker))
     request.state.audio_seconds = result.audio.duration  # for the access log and metrics (app/middleware.py)
     request.state.batch = result.batch
     labels = predictor.labels

@@ -5,13 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from app.deps import get_predictor
-from app.errors import APIError
-from app.inference import AudioTooLongError, Predictor
+from app.errors import FORMATS, APIError
+from app.inference import Predictor
 from app.limits import within
-from app.routes.predict import FORMATS, require_profiles
+from app.routes.predict import require_profiles
 from app.schemas import UNAVAILABLE, ModelRef, ProfileResponse, error_response
-from speech_emotion.audio import AudioDecodeError, AudioTooShortError
-from speech_emotion.speech import NoSpeechError
 
 router = APIRouter(tags=["prediction"])
 
@@ -61,15 +59,7 @@ async def profile(
         if not data:
             raise APIError(400, "empty_file", f"'{name}' is empty (0 bytes)")
         clips.append((data, name))
-    try:
-        result = await within(request.app.state.settings.request_timeout_s, predictor.profile(clips))
-    except NoSpeechError as exc:
-        raise APIError(422, "no_speech", str(exc)) from None
-    except AudioTooShortError as exc:
-        raise APIError(422, "audio_too_short", str(exc)) from None
-    except AudioTooLongError as exc:
-        raise APIError(413, "audio_too_long", str(exc)) from None
-    except AudioDecodeError as exc:
-        raise APIError(415, "unsupported_audio", f"{exc}. Send {FORMATS}.") from None
+    # audio errors (no speech, too short, too long, undecodable) become JSON answers in app/errors.py
+    result = await within(request.app.state.settings.request_timeout_s, predictor.profile(clips))
     return ProfileResponse(profile=result.to_dict(), seconds=round(result.frames * predictor.frame_seconds, 2),
                            model=ModelRef(name=predictor.model.name, version=predictor.model.version))
