@@ -373,17 +373,8 @@ def _require_pyarrow() -> None:
         raise ScoreError("a .parquet output needs pyarrow: pip install '.[cluster]' (or write .csv)") from None
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, initial: int, show: bool):
-    if not show:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="file", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, initial=initial, unit="file", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                disable=not show)

@@ -157,17 +157,7 @@ def extract_features(
     return result
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, what: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"features ({what})", unit="file", dynamic_ncols=True)
+    return tqdm(total=total, desc=f"features ({what})", unit="file", dynamic_ncols=True, disable=not enabled)
