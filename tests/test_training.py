@@ -306,7 +306,9 @@ def test_evaluate_scores_an_exported_model_on_another_corpus(trained, tess_like,
 
 def test_folds_on_a_local_ray_instance_equal_the_folds_run_here(trained, slice_csv, tmp_path):
     """`train --ray-address local`: the same folds, fitted with the same seeds as Ray tasks, give the same
-    learning curves and the same answer for every test clip as the run without Ray (the `trained` run)."""
+    learning curves and the same answer for every test clip as the run without Ray (the `trained` run), to
+    float rounding: a process that has run other work before can round a sum differently in the last digit
+    (alone, this test has seen the files byte-identical; in the full suite probabilities 5e-4 apart)."""
     pytest.importorskip("ray")
     run_dir, _ = trained
     argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
@@ -314,7 +316,16 @@ def test_folds_on_a_local_ray_instance_equal_the_folds_run_here(trained, slice_c
             "--no-final-fit", "--ray-address", "local"]
     assert main(argv) == 0
     (ray_dir,) = (tmp_path / "runs").iterdir()
-    assert (ray_dir / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()
-    assert json.loads((ray_dir / "history.json").read_text()) == json.loads((run_dir / "history.json").read_text())
-    here, there = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ray_dir))
-    assert [f["metrics"] for f in here["folds"]] == [f["metrics"] for f in there["folds"]]
+    here, there = ([*csv.DictReader((d / "predictions.csv").open())] for d in (run_dir, ray_dir))
+    assert [(r["path"], r["fold"], r["predicted"]) for r in here] == [(r["path"], r["fold"], r["predicted"])
+                                                                       for r in there], "the same answer per clip"
+    labels = [k for k in here[0] if k not in ("path", "speaker", "fold", "emotion", "predicted")]
+    np.testing.assert_allclose([[float(r[k]) for k in labels] for r in there],
+                               [[float(r[k]) for k in labels] for r in here], atol=5e-3)
+    curves = [json.loads((d / "history.json").read_text()) for d in (run_dir, ray_dir)]
+    assert curves[0].keys() == curves[1].keys()
+    for fold in curves[0]:
+        assert curves[0][fold]["best_epoch"] == curves[1][fold]["best_epoch"]
+        np.testing.assert_allclose(curves[1][fold]["loss"], curves[0][fold]["loss"], rtol=1e-3)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (run_dir, ray_dir)]
+    assert [f["metrics"]["uar"] for f in metrics[0]["folds"]] == [f["metrics"]["uar"] for f in metrics[1]["folds"]]
