@@ -224,8 +224,8 @@ class Predictor:
         """What a request for a clip costs before the model call: decode, speech detection, features of the
         whole clip (the same feature code training runs for a file on disk)."""
         audio = self.decode(data, filename)
-        self.speech_seconds(audio)
-        return audio, self.model.features.extract(audio)
+        _, runs = self.analyser.speech(audio)
+        return audio, self.model.features.extract(audio, None, runs)
 
     @property
     def frame_seconds(self) -> float:

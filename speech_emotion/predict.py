@@ -91,10 +91,11 @@ class Analyser:
         """Seconds of speech in ``audio``; raises NoSpeechError when there is too little. Run on the waveform
         the features read (mono, 16 kHz), so it agrees with their speech detection. Audio too short for the
         features at all is refused as such first (AudioTooShortError)."""
-        return self._speech(audio)[0]
+        return self.speech(audio)[0]
 
-    def _speech(self, audio: Audio) -> tuple[float, list[tuple[float, float]]]:
-        """:meth:`speech_seconds`, and the runs of speech found (which the features reuse)."""
+    def speech(self, audio: Audio) -> tuple[float, list[tuple[float, float]]]:
+        """:meth:`speech_seconds`, and the runs of speech found (which the features take, so that the
+        detector runs once per clip)."""
         self.model.features.require_length(audio)
         y = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, 16000)
         detector = self.detector
@@ -114,7 +115,7 @@ class Analyser:
         speaker reference, each input with its own)."""
         window = window or self.model.serving["window_seconds"]
         hop = hop or self.model.serving["hop_seconds"]
-        seconds, runs = self._speech(audio)
+        seconds, runs = self.speech(audio)
         reference = None if profile is None else profile.mean
         gate = getattr(self.model.features, "speech", None) is None  # features that do not detect speech
 
@@ -153,7 +154,7 @@ class Analyser:
         bases = []
         for audio, name in audios:
             try:
-                _, runs = self._speech(audio)
+                _, runs = self.speech(audio)
                 bases.append(features.base(audio, runs))  # speech only, for models with a speech detector
             except AudioTooShortError as exc:  # its message does not name the clip
                 raise AudioTooShortError(f"'{name}' is {exc}") from None
