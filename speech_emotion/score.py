@@ -220,18 +220,31 @@ def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> It
                 running |= {pool.submit(score_chunk, c, settings) for c in _take(todo, 1)}
 
 
+def ray_init(address: str) -> bool:
+    """Connect to Ray at ``address`` ("local" starts it on this machine, else as ``ray.init(address=...)``:
+    "auto", "ray://head:10001"); True when this call started it (and should shut it down). Also training's
+    way in (training/cluster.py). ImportError when Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--ray-address needs Ray: pip install '.[cluster]'") from None
+    if ray.is_initialized():
+        return False
+    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    return True
+
+
 def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> Iterator[list[dict[str, Any]]]:
     """Rows per chunk as Ray tasks finish (``address``: "local" starts Ray on this machine, else as
     ``ray.init(address=...)``: "auto", "ray://head:10001"). The recordings' paths must be readable on the
     cluster's nodes (a shared file system), and the model folder too."""
     try:
-        import ray
-    except ImportError:
-        raise ScoreError("--ray-address needs Ray: pip install '.[cluster]'") from None
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        started = ray_init(address)
+    except ImportError as exc:
+        raise ScoreError(str(exc)) from None
+    import ray
+
     try:
         task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
         todo = iter(chunks)

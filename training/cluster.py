@@ -13,20 +13,9 @@ import logging
 import os
 from typing import Any, Callable
 
+from speech_emotion.score import ray_init
+
 log = logging.getLogger(__name__)
-
-
-def ray_init(address: str) -> bool:
-    """Connect to (or, for "local", start) Ray; True when this call started it (and should shut it down)."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("--ray-address needs Ray: pip install '.[cluster]'") from None
-    if ray.is_initialized():
-        return False
-    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    return True
 
 
 def _threads(cpus: int) -> None:
