@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 import zlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -59,9 +60,9 @@ def _features(feature_set: FeatureSet, y: np.ndarray, what: str) -> np.ndarray |
 
 
 def degrade_for_suite(i: int, condition: str, waves: Waveforms, speakers: Sequence[str]) -> np.ndarray:
-    """Clip ``i`` under the fixed ``condition``, seeded by its path and the condition's name (the same file is
-    degraded the same way in every run); babble from clips of other speakers among ``waves``."""
-    rng = np.random.default_rng([zlib.crc32(str(waves.paths[i]).encode()), zlib.crc32(condition.encode())])
+    """Clip ``i`` under the fixed ``condition``, seeded by its file name and the condition's name (the same file
+    is degraded the same way in every run, wherever the corpus lies); babble from clips of other speakers among ``waves``."""
+    rng = np.random.default_rng([zlib.crc32(Path(waves.paths[i]).name.encode()), zlib.crc32(condition.encode())])
     others = [k for k in range(len(waves.paths)) if speakers[k] != speakers[i]]
     pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False) if others else []
     return CONDITIONS[condition](waves[i], RATE, rng, [waves[int(k)] for k in pool])
@@ -70,7 +71,7 @@ def degrade_for_suite(i: int, condition: str, waves: Waveforms, speakers: Sequen
 def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speakers: Sequence[str],
                      feature_set: FeatureSet) -> list[np.ndarray | None]:
     """The model inputs (each clip alone) of clips ``idx`` under the fixed degradation ``condition`` of
-    :data:`training.degrade.CONDITIONS`, seeded by the clip's path and the condition's name, so the same file
+    :data:`training.degrade.CONDITIONS`, seeded by the clip's file name and the condition's name, so the same file
     is degraded the same way in every run; babble comes from clips of other speakers among all of ``waves``.
     None for a clip in which no speech is left (the service would answer no_speech)."""
     out = []
@@ -122,8 +123,8 @@ class DegradedCopies:
         return self.waves[i]
 
     def _rng(self, i: int, j: int) -> np.random.Generator:
-        # Seeded by the clip's path, not its index: the same clip gets the same copies in every fold.
-        return np.random.default_rng([self.seed, zlib.crc32(str(self.paths[i]).encode()), j])
+        # Seeded by the clip's file name, not its index: the same copies in every fold, wherever the corpus lies.
+        return np.random.default_rng([self.seed, zlib.crc32(Path(self.paths[i]).name.encode()), j])
 
     def _features(self, y: np.ndarray, i: int) -> np.ndarray | None:
         # degraded past recognition (no speech left): the item keeps its other copies
