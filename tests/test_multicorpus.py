@@ -219,7 +219,7 @@ def test_balance_weights_use_the_given_labels_not_the_emotion_field():
 
 
 def test_balance_weights_of_one_corpus_are_class_weights():
-    from training.train import class_weights
+    from training.fitting import class_weights
 
     corpus = load_corpus(BUNDLED)
     classes = corpus.emotions

@@ -205,7 +205,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     """Parallel runs (the benchmark's processes) must never share or crash on a run folder's name."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from training.train import make_run_dir
+    from training.report import make_run_dir
 
     with ThreadPoolExecutor(8) as pool:
         dirs = list(pool.map(lambda _: make_run_dir(tmp_path / "runs", "emodb", "loso"), range(8)))

@@ -237,7 +237,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command in ("analyze", "analyse"):
         from training.analysis import analyse
-        from training.train import make_run_dir
+        from training.report import make_run_dir
 
         corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
         print(corpus.summary())
@@ -325,7 +325,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "export":
-        from training.train import export_run
+        from training.export import export_run
 
         out = export_run(args.run_dir, args.name, models_dir=args.models_dir, version=args.version)
         print(f"exported model: {out}")

@@ -12,6 +12,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The bundled corpus, default of every command.
 DEFAULT_CORPUS = PROJECT_ROOT / "data" / "emodb"
 
+
+def portable_path(path: str | list[str] | None) -> str | list[str] | None:
+    """A path inside the project as a relative one, so metadata does not carry one machine's layout."""
+    if isinstance(path, list):
+        return [portable_path(p) for p in path]
+    if path and Path(path).resolve().is_relative_to(PROJECT_ROOT):
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    return path
+
 #: A recipe is the settings that make a model what it is; ``--recipe`` picks one, anything else overrides.
 RECIPES: dict[str, dict[str, Any]] = {
     # The notebook this project grew from, exactly: mean MFCCs, LSTM over 40 coefficients, 100 x 512.

@@ -1,42 +1,33 @@
-"""Train and evaluate under a protocol, write a run folder, fit the final model, optionally export it.
+"""Train and evaluate under a protocol, fit the final model, optionally export it: ``python -m training train``.
 
     corpus -> manifest -> features (cached) -> protocol folds -> per fold: fit on train, pick the epoch on
-    validation (training speakers only), predict test -> pooled metrics and plots -> final fit on all data
-    for the median chosen epoch count -> run folder (+ export to models/<name>/<version>/)
+    validation (training speakers only), predict test -> pooled metrics -> final fit on all data for the
+    median chosen epoch count -> :class:`RunResult` in memory -> run folder (training/report.py) and export
+    (training/export.py), both written from it
+
+Fitting one network is :mod:`training.fitting`; the protocols' folds are :mod:`training.protocols`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import statistics
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from training.config import TrainConfig
+from speech_emotion.features import FEATURE_SETS, FeatureSet
+from training.config import TrainConfig, portable_path
 from training.copies import CopySampler, DegradedCopies, Waveforms, condition_inputs
-from training.corpora import (
-    Corpus,
-    Utterance,
-    corpus_balance_weights,
-    corpus_sources,
-    load_corpora,
-    load_corpus,
-    redistributable,
-)
+from training.corpora import Corpus, Utterance, corpus_balance_weights, corpus_sources, load_corpora, load_corpus
 from training.corpora.manifest import Skipped
 from training.degrade import CONDITIONS, DegradeSettings
-from training.evaluate import classification_metrics, uar
+from training.evaluate import classification_metrics
 from training.extraction import FeatureCache, extract_features
-from speech_emotion.features import FEATURE_SETS, FeatureSet, pad_batch
+from training.fitting import FitResult, fit_model, predict_proba
 from training.protocols import (
     PROTOCOLS,
     Fold,
@@ -47,227 +38,16 @@ from training.protocols import (
     random_split,
     speaker_split,
 )
+from training.report import make_run_dir, write_evaluation, write_manifest, write_report
 from training.speaker import ReferenceSampler, finish_each, with_speaker_profiles
 
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------- data
-
-
-def _batches_by_length(n: int, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    order = np.argsort(lengths, kind="stable")
-    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
-
-
-def predict_proba(model, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for every item, batching items of similar length together (less padding).
-
-    ``predict_on_batch`` runs Keras's compiled predict function: a validation set called every epoch is
-    traced once per batch shape, then each call costs a sixth of an eager ``model(x)`` (EMO-DB, 58 clips:
-    31 against 182 ms).
-    """
-    if not features:
-        return np.zeros((0, model.outputs[0].shape[-1]), dtype=np.float32)
-    lengths = np.array([f.shape[0] for f in features])
-    probs = np.zeros((len(features), model.outputs[0].shape[-1]), dtype=np.float32)
-    for idx in _batches_by_length(len(features), lengths, batch_size):
-        probs[idx] = np.asarray(model.predict_on_batch(pad_batch([features[i] for i in idx])))
-    return probs
-
-
-def _make_batches(features, onehot, weights, batch_size, seed, augment, sample=None):
-    """Training batches as a tf.data pipeline: reshuffled every epoch, items of similar length share a batch
-    (sorted by length inside windows of 8 batches: little padding, still random batch composition), optional
-    augmentation per item. ``sample(j, rng)``, when given, makes item ``j``'s input anew each epoch (a speaker
-    reference drawn per item: :class:`training.speaker.ReferenceSampler`) before augmentation.
-
-    The signature is declared with a free time axis: letting Keras infer it from the first batches (as it
-    does for a PyDataset) fixes the time axis whenever those happen to have the same padded length.
-    """
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    lengths = np.array([f.shape[0] for f in features])
-    onehot = np.asarray(onehot, dtype=np.float32)
-    weights = np.asarray(weights, dtype=np.float32)
-
-    def epoch():
-        order = rng.permutation(len(features))
-        window = batch_size * 8
-        chunks = [order[i: i + window] for i in range(0, len(order), window)]
-        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
-        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        for idx in batches:
-            items = [sample(j, rng) if sample else features[j] for j in idx]
-            items = [augment(x, rng) for x in items] if augment else items
-            yield pad_batch(items).astype(np.float32), onehot[idx], weights[idx]
-
-    signature = (tf.TensorSpec((None, None, features[0].shape[1]), tf.float32),
-                 tf.TensorSpec((None, onehot.shape[1]), tf.float32),
-                 tf.TensorSpec((None,), tf.float32))
-    n_batches = -(-len(features) // batch_size)
-    # prefetch: the next batches are drawn, augmented and padded while the model trains on this one
-    return (tf.data.Dataset.from_generator(epoch, output_signature=signature)
-            .apply(tf.data.experimental.assert_cardinality(n_batches))
-            .prefetch(2))
-
-
-# ------------------------------------------------------------------------------------------ fitting
-
-
-@dataclass
-class FitResult:
-    model: Any
-    history: dict[str, list[float]]
-    best_epoch: int  # 1-based; the epoch whose weights the model holds
-    seconds: float
-
-
-#: Epochs averaged when judging the validation loss: one validation speaker is a noisy judge, and on
-#: EMO-DB leave-one-speaker-out the smoothed loss chose better epochs than the raw loss or the
-#: validation UAR did (mean fold UAR 0.694 against 0.676 and 0.653, measured on one run's curves).
-SMOOTHING_EPOCHS = 5
-
-
-def _average(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
-    return [np.mean(np.stack(ws), axis=0).astype(ws[0].dtype) for ws in zip(*weight_sets)]
-
-
-def _best_epoch_callback(val_features, val_y, patience, average_weights=False):
-    import keras
-
-    class BestEpoch(keras.callbacks.Callback):
-        """Keep the weights of the epoch with the lowest validation loss averaged over the last
-        SMOOTHING_EPOCHS epochs (with ``average_weights``: the mean of those epochs' weights, as stochastic
-        weight averaging does); stop after ``patience`` epochs without a new best."""
-
-        def __init__(self):
-            super().__init__()
-            self.best = math.inf
-            self.best_epoch = 0
-            self.best_weights = None
-            self.recent: list[list[np.ndarray]] = []
-            self.history: dict[str, list[float]] = {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            probs = predict_proba(self.model, val_features)
-            pred = probs.argmax(axis=1)
-            val = {
-                "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(val_y)), val_y], 1e-7, 1.0)))),
-                "val_accuracy": float(np.mean(pred == val_y)),
-                "val_uar": uar(val_y, pred),
-            }
-            logs.update(val)
-            for key, value in logs.items():
-                self.history.setdefault(key, []).append(float(value))
-            smoothed = float(np.mean(self.history["val_loss"][-SMOOTHING_EPOCHS:]))
-            self.history.setdefault("val_loss_smoothed", []).append(smoothed)
-            if average_weights:
-                self.recent = [*self.recent[-(SMOOTHING_EPOCHS - 1):], self.model.get_weights()]
-            if smoothed < self.best:
-                self.best, self.best_epoch = smoothed, epoch + 1
-                self.best_weights = _average(self.recent) if average_weights else self.model.get_weights()
-            elif patience is not None and epoch + 1 - self.best_epoch >= patience:
-                self.model.stop_training = True
-
-        def on_train_end(self, logs=None):
-            if self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
-
-    return BestEpoch()
-
-
-def _last_epochs_callback(n: int):
-    """Keeps the weights of the last ``n`` epochs (for averaging when there is no validation set)."""
-    import keras
-
-    class LastEpochs(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.recent: list[list[np.ndarray]] = []
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.recent = [*self.recent[-(n - 1):], self.model.get_weights()]
-
-    return LastEpochs()
-
-
-def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """'balanced' weights: n / (classes * count), so every class carries the same total weight."""
-    counts = np.bincount(y, minlength=n_classes).astype(float)
-    present = counts > 0
-    weights = np.ones(n_classes)
-    weights[present] = len(y) / (present.sum() * counts[present])
-    return weights
-
-
-def fit_model(
-    build: Callable[[], Any],
-    train: tuple[list[np.ndarray], np.ndarray],
-    val: tuple[list[np.ndarray], np.ndarray] | None,
-    *,
-    n_classes: int,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    patience: int | None = None,
-    balance: bool = False,
-    item_weights: np.ndarray | None = None,
-    augment: Callable | None = None,
-    lr_schedule: str = "constant",
-    average_weights: bool = False,
-    sample: Callable | None = None,
-    verbose: int = 0,
-) -> FitResult:
-    """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs.
-
-    ``lr_schedule="cosine"`` decays the optimizer's learning rate along a half cosine over ``epochs``.
-    ``average_weights``: the kept model is the mean of the weights of the chosen epoch and the
-    SMOOTHING_EPOCHS - 1 before it (without validation: of the last SMOOTHING_EPOCHS epochs).
-    """
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build()
-    x, y = train
-    onehot = np.eye(n_classes, dtype=np.float32)[y]
-    if item_weights is not None:  # given per item (e.g. each corpus and each emotion in it weighted alike)
-        weights = np.asarray(item_weights, dtype=np.float32)
-    else:
-        weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
-    batches = _make_batches(x, onehot, weights, batch_size, seed, augment, sample)
-    best = _best_epoch_callback(val[0], val[1], patience, average_weights) if val is not None else None
-    callbacks = [best] if best is not None else []
-    last = _last_epochs_callback(SMOOTHING_EPOCHS) if val is None and average_weights else None
-    if last is not None:
-        callbacks.append(last)
-    if lr_schedule == "cosine":
-        base = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda epoch: base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))))
-    elif lr_schedule != "constant":
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
-    start = time.perf_counter()
-    keras_history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
-    seconds = time.perf_counter() - start
-    if last is not None:
-        model.set_weights(_average(last.recent))
-    if best is not None:
-        history, best_epoch = best.history, best.best_epoch
-    else:
-        history = {k: [float(v) for v in vs] for k, vs in keras_history.history.items()}
-        best_epoch = len(history.get("loss", [])) or epochs
-    return FitResult(model, history, best_epoch, seconds)
-
-
-# ------------------------------------------------------------------------------------------- a run
-
-
 @dataclass
 class RunResult:
+    """What a run did and measured, in memory; the run folder and the export are written from it."""
+
     run_dir: Path
     metrics: dict[str, Any]
     export_dir: Path | None = None
@@ -275,19 +55,7 @@ class RunResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def make_run_dir(runs_dir: str | Path, *parts: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(runs_dir) / "_".join([stamp, *[p.replace("/", "-") for p in parts if p]])
-    base.parent.mkdir(parents=True, exist_ok=True)
-    run_dir, n = base, 1
-    while True:  # mkdir claims the name atomically: runs started in the same second get -2, -3, ...
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-
+# ------------------------------------------------------------------------------------------------ data
 
 def resolve_features(name: str) -> FeatureSet:
     if name not in FEATURE_SETS:
@@ -338,6 +106,51 @@ def _plan(cfg: TrainConfig, utts: list[Utterance], test_utts: list[Utterance]) -
     raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
+
+@dataclass
+class Prepared:
+    """A run's data after feature extraction: the utterances the protocol uses, in the order of their features."""
+
+    corpus: Corpus
+    test_corpus: Corpus | None
+    plan: Plan
+    utts: list[Utterance]
+    features: list[np.ndarray]
+    y: np.ndarray  # label index per utterance; -1 for a test-corpus emotion the model does not learn
+    labels: list[str]
+    skipped: list[Skipped]
+    timing: dict[str, Any]
+
+
+def prepare(cfg: TrainConfig, feature_set: FeatureSet) -> Prepared:
+    """Load the corpora, extract (or read cached) features and split under the protocol. Files that fail are
+    skipped, by name, before splitting."""
+    corpus, test_corpus = _load(cfg)
+    all_utts = corpus.utterances + (test_corpus.utterances if test_corpus else [])
+    extracted = extract_features([u.path for u in all_utts], feature_set, cache=FeatureCache(cfg.cache_dir),
+                                 jobs=cfg.jobs, progress=cfg.progress)
+    feats_by_path = {u.path: f for u, f in zip(all_utts, extracted.features) if f is not None}
+    log.info("features: %d computed, %d cached, %.1f s (%d failed)", extracted.computed, extracted.cached,
+             extracted.seconds, len(extracted.failed))
+    train_utts = [u for u in corpus.utterances if u.path in feats_by_path]
+    test_only = [u for u in test_corpus.utterances if u.path in feats_by_path] if test_corpus else []
+    plan, utts = _plan(cfg, train_utts, test_only)
+    labels = sorted({utts[i].emotion for fold in plan.folds for i in fold.train})
+    label_id = {label: i for i, label in enumerate(labels)}
+    return Prepared(
+        corpus, test_corpus, plan, utts,
+        features=[feats_by_path[u.path] for u in utts],
+        y=np.array([label_id.get(u.emotion, -1) for u in utts]),
+        labels=labels,
+        skipped=corpus.skipped + (test_corpus.skipped if test_corpus else []) + extracted.failed,
+        timing={"feature_seconds": round(extracted.seconds, 2), "features_computed": extracted.computed,
+                "features_cached": extracted.cached,
+                "audio_hours": round(sum(u.duration for u in all_utts) / 3600, 4)})
+
+
+# ------------------------------------------------------------------------------------------- a run
+
+
 def run_training(cfg: TrainConfig) -> RunResult:
     """Everything ``python -m training train`` does; returns where it went and what it measured."""
     if cfg.protocol not in PROTOCOLS:
@@ -350,70 +163,68 @@ def run_training(cfg: TrainConfig) -> RunResult:
 
         augment = FrameAugment.for_features(feature_set, **(cfg.augment_args or {}))
     degrade_settings = DegradeSettings.from_dict(cfg.degrade_args)  # bad settings fail before any work
-    corpus, test_corpus = _load(cfg)
-    run_dir = make_run_dir(cfg.runs_dir, corpus.name, cfg.protocol, cfg.model)
+    data = prepare(cfg, feature_set)
+    run_dir = make_run_dir(cfg.runs_dir, data.corpus.name, cfg.protocol, cfg.model)
     log.info("run folder: %s", run_dir)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    write_manifest(run_dir / "manifest.csv", data.utts)
+    if data.skipped:
+        Corpus("", "", "", [], data.skipped).write_skipped(run_dir / "skipped.csv")
+    log.info("%s: %d folds; labels %s", data.plan.description, len(data.plan.folds), ", ".join(data.labels))
 
-    # Features for every file of both corpora; files that fail are skipped, by name, before splitting.
-    all_utts = corpus.utterances + (test_corpus.utterances if test_corpus else [])
-    extracted = extract_features([u.path for u in all_utts], feature_set, cache=FeatureCache(cfg.cache_dir),
-                                 jobs=cfg.jobs, progress=cfg.progress)
-    feats_by_path = {u.path: f for u, f in zip(all_utts, extracted.features) if f is not None}
-    skipped = corpus.skipped + (test_corpus.skipped if test_corpus else []) + extracted.failed
-    audio_hours = sum(u.duration for u in all_utts) / 3600
-    log.info("features: %d computed, %d cached, %.1f s (%d failed)", extracted.computed, extracted.cached,
-             extracted.seconds, len(extracted.failed))
-    train_utts = [u for u in corpus.utterances if u.path in feats_by_path]
-    test_only = [u for u in test_corpus.utterances if u.path in feats_by_path] if test_corpus else []
-
-    plan, utts = _plan(cfg, train_utts, test_only)
-    labels = sorted({utts[i].emotion for fold in plan.folds for i in fold.train})
-    label_id = {label: i for i, label in enumerate(labels)}
-    features = [feats_by_path[u.path] for u in utts]
-    y = np.array([label_id.get(u.emotion, -1) for u in utts])
-    _write_manifest(run_dir / "manifest.csv", utts)
-    if skipped:
-        Corpus("", "", "", [], skipped).write_skipped(run_dir / "skipped.csv")
-    log.info("%s: %d folds; labels %s", plan.description, len(plan.folds), ", ".join(labels))
-
+    features = data.features
     input_shape = (None if len({f.shape[0] for f in features}) > 1 else features[0].shape[0], features[0].shape[1])
+    n_labels = len(data.labels)
 
     def build():
-        return builder(input_shape, len(labels), **cfg.model_args)
+        return builder(input_shape, n_labels, **cfg.model_args)
 
-    speakers = [u.speaker for u in utts]
-    waves = Waveforms([u.path for u in utts]) if cfg.degrade_copies or cfg.robustness else None
-    copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed,
-                             settings=degrade_settings)
+    speakers = [u.speaker for u in data.utts]
+    waves = Waveforms([u.path for u in data.utts]) if cfg.degrade_copies or cfg.robustness else None
+    copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed, settings=degrade_settings)
               if cfg.degrade_copies else None)
-    robust_pred: dict[str, list[np.ndarray]] = {name: [] for name in CONDITIONS} if cfg.robustness else {}
-    fold_reports, histories, pooled_true, pooled_pred = [], {}, [], []
-    profiled_pred = []
-    predictions: list[tuple[int, str, np.ndarray]] = []
-    train_seconds = 0.0
-    context = FoldContext(cfg, build, features, speakers, feature_set, y, labels, augment, copies, utts, waves)
-    for fold, outcome in zip(plan.folds, _fold_outcomes(context, plan.folds)):
-        train_seconds += outcome.report["train_seconds"]
-        if outcome.profiled_pred is not None:
-            profiled_pred.append(outcome.profiled_pred)
-        for name in robust_pred:
-            robust_pred[name].append(outcome.robust_pred[name])
-        fold_reports.append(outcome.report)
-        histories[fold.name] = outcome.history
-        pooled_true.append(y[fold.test])
-        pooled_pred.append(outcome.test_probs.argmax(axis=1))
-        predictions += [(i, fold.name, p) for i, p in zip(fold.test, outcome.test_probs)]
+    ctx = FoldContext(cfg, build, features, speakers, feature_set, data.y, data.labels, augment, copies, data.utts,
+                      waves)
+    outcomes = _fold_outcomes(ctx, data.plan.folds)
+    metrics = _metrics(cfg, data, feature_set, outcomes)
+    if copies is not None:
+        metrics["timing"]["degraded_copies_seconds"] = round(copies.seconds, 2)
+    predictions = [(i, fold.name, p) for fold, o in zip(data.plan.folds, outcomes)
+                   for i, p in zip(fold.test, o.test_probs)]
+    write_evaluation(run_dir, metrics, {fold.name: o.history for fold, o in zip(data.plan.folds, outcomes)},
+                     predictions, data.utts, data.labels)
 
-    pooled = classification_metrics(np.concatenate(pooled_true), np.concatenate(pooled_pred), labels)
-    fold_uars = [f["metrics"]["uar"] for f in fold_reports]
+    run = RunResult(run_dir, metrics, skipped=data.skipped)
+    if cfg.final_fit:
+        run.model, metrics["final_fit"] = _final_fit(ctx, data.plan, [f["best_epoch"] for f in metrics["folds"]])
+        if cfg.eval_data:
+            metrics["cross_corpus"] = [_score_corpus(run.model, path, feature_set, data.labels, cfg, data.corpus.name)
+                                       for path in cfg.eval_data]
+        run.model.save(run_dir / "model.keras")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if cfg.export:
+            from training.export import export_trained
+
+            run.export_dir = export_trained(run.model, metrics, cfg.to_dict(), [asdict(u) for u in data.utts],
+                                            run_dir.name, cfg.export, models_dir=cfg.models_dir)
+    write_report(run_dir, data.corpus, metrics, cfg, run.export_dir)
+    return run
+
+
+def _metrics(cfg: TrainConfig, data: Prepared, feature_set: FeatureSet, outcomes: list[FoldOutcome]) -> dict:
+    """The run's metrics: every fold's test clips pooled, fold by fold, with profiles and under degradations."""
+    labels, folds = data.labels, data.plan.folds
+    y_true = np.concatenate([data.y[fold.test] for fold in folds])
+    pooled = classification_metrics(y_true, np.concatenate([o.test_probs.argmax(axis=1) for o in outcomes]), labels)
+    reports = [o.report for o in outcomes]
+    fold_uars = [f["metrics"]["uar"] for f in reports]
     metrics = {
-        "corpus": corpus.name,
-        "corpora": corpus_sources(corpus),
-        "test_corpus": test_corpus.name if test_corpus else None,
-        "protocol": plan.protocol,
-        "speaker_independent": plan.speaker_independent,
-        "description": plan.description,
+        "corpus": data.corpus.name,
+        "corpora": corpus_sources(data.corpus),
+        "test_corpus": data.test_corpus.name if data.test_corpus else None,
+        "protocol": data.plan.protocol,
+        "speaker_independent": data.plan.speaker_independent,
+        "description": data.plan.description,
         "seed": cfg.seed,
         "features": feature_set.to_dict(),
         "model": cfg.model,
@@ -421,58 +232,38 @@ def run_training(cfg: TrainConfig) -> RunResult:
         "pooled": pooled,
         "fold_uar_mean": float(np.mean(fold_uars)),
         "fold_uar_std": float(np.std(fold_uars)),
-        "folds": fold_reports,
-        "timing": {
-            "feature_seconds": round(extracted.seconds, 2),
-            "features_computed": extracted.computed,
-            "features_cached": extracted.cached,
-            "audio_hours": round(audio_hours, 4),
-            "train_seconds": round(train_seconds, 2),
-        },
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "folds": reports,
+        "timing": {**data.timing, "train_seconds": round(sum(f["train_seconds"] for f in reports), 2)},
+        "skipped": [{"path": s.path, "reason": s.reason} for s in data.skipped],
     }
-    if profiled_pred:
-        profile_uars = [f["metrics_with_profile"]["uar"] for f in fold_reports]
+    if any(o.profiled_pred is not None for o in outcomes):
+        profile_uars = [f["metrics_with_profile"]["uar"] for f in reports]
         metrics["with_profile"] = {
             "description": "each test speaker's clips finished with a speaker profile (mean log-mel spectrum) "
                            "of all of that speaker's test clips: their audio, never their labels; 'pooled' "
                            "above is each clip alone",
-            "pooled": classification_metrics(np.concatenate(pooled_true), np.concatenate(profiled_pred), labels),
+            "pooled": classification_metrics(y_true, np.concatenate([o.profiled_pred for o in outcomes]), labels),
             "fold_uar_mean": float(np.mean(profile_uars)),
             "fold_uar_std": float(np.std(profile_uars)),
         }
         log.info("with speaker profiles: accuracy %.3f, UAR %.3f (each clip alone: %.3f, %.3f)",
                  metrics["with_profile"]["pooled"]["accuracy"], metrics["with_profile"]["pooled"]["uar"],
                  pooled["accuracy"], pooled["uar"])
-    if robust_pred:
-        metrics["robustness"] = _robustness(np.concatenate(pooled_true), robust_pred, labels, pooled)
+    if cfg.robustness:
+        robust_pred = {name: [o.robust_pred[name] for o in outcomes] for name in CONDITIONS}
+        metrics["robustness"] = _robustness(y_true, robust_pred, labels, pooled)
         for name, m in metrics["robustness"]["conditions"].items():
             log.info("robustness %-12s UAR %.3f (clean %.3f), most frequent answer %.0f%%, no speech %d", name,
                      m["uar"], pooled["uar"], 100 * m["top_answer_share"], m["no_speech"])
-    if copies is not None:
-        metrics["timing"]["degraded_copies_seconds"] = round(copies.seconds, 2)
-    _write_evaluation(run_dir, metrics, histories, predictions, utts, labels)
+    return metrics
 
-    run = RunResult(run_dir, metrics, skipped=skipped)
-    if cfg.final_fit:
-        best_epochs = [f["best_epoch"] for f in fold_reports]
-        run.model, final = _final_fit(cfg, plan, build, features, speakers, feature_set, y, labels, augment,
-                                      best_epochs, copies, utts)
-        metrics["final_fit"] = final
-        if cfg.eval_data:
-            metrics["cross_corpus"] = [_score_corpus(run.model, path, feature_set, labels, cfg, corpus.name)
-                                       for path in cfg.eval_data]
-        run.model.save(run_dir / "model.keras")
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if cfg.export:
-            run.export_dir = export_run(run_dir, cfg.export, models_dir=cfg.models_dir, model=run.model)
-    _write_report(run_dir, corpus, metrics, cfg, run.export_dir)
-    return run
+
+# ------------------------------------------------------------------------------------------- folds
 
 
 @dataclass
 class FoldContext:
-    """What every fold of a run shares: the settings, the data and how to build a model."""
+    """What every fold of a run (and its final fit) shares: the settings, the data and how to build a model."""
 
     cfg: TrainConfig
     build: Callable[[], Any]
@@ -499,11 +290,10 @@ class FoldOutcome:
 
 
 def evaluate_fold(ctx: FoldContext, k: int, fold: Fold) -> FoldOutcome:
-    """Fit the fold's model (:func:`_run_fold`) and score its test speakers: each clip alone, with speaker
+    """Fit the fold's model (:func:`_fit_fold`) and score its test speakers: each clip alone, with speaker
     profiles for models that take them, and under every robustness condition when asked."""
     cfg, features, speakers, feature_set, y = ctx.cfg, ctx.features, ctx.speakers, ctx.feature_set, ctx.y
-    result = _run_fold(cfg, fold, k, ctx.build, features, speakers, feature_set, y, len(ctx.labels), ctx.augment,
-                       ctx.copies, ctx.utts)
+    result = _fit_fold(ctx, k, fold)
     test_feats = [features[i] for i in fold.test]
     test_probs = predict_proba(result.model, finish_each(test_feats, feature_set))
     metrics = classification_metrics(y[fold.test], test_probs.argmax(axis=1), ctx.labels)
@@ -541,14 +331,71 @@ def _fold_outcomes(ctx: FoldContext, folds: list[Fold]) -> list[FoldOutcome]:
     return run_folds_on_ray(ctx, folds, evaluate_fold)
 
 
-def _sampler(features, speakers, feature_set, idx, copies=None, clean: float = 0.5):
+def _fit_fold(ctx: FoldContext, k: int, fold: Fold) -> FitResult:
+    """Fit on the fold's training speakers, choosing the epoch on its validation speakers; with ``cfg.refit``
+    (and validation speakers), then fit a fresh model on training + validation speakers for the chosen
+    number of epochs, as the final model is fitted on all data: that model is evaluated, the test speakers
+    stay unseen and the validation speakers' clips are no longer left out of training."""
+    cfg = ctx.cfg
+    val = [ctx.features[i] for i in fold.val]
+    if ctx.feature_set.uses_reference:  # validation speakers with profiles of their validation clips
+        val = with_speaker_profiles(val, [ctx.speakers[i] for i in fold.val], ctx.feature_set)
+    chosen = _fit_items(ctx, fold.train, epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, ctx.y[fold.val]))
+    if not (cfg.refit and len(fold.val)):
+        return chosen
+    idx = np.sort(np.concatenate([fold.train, fold.val]))
+    refit = _fit_items(ctx, idx, epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k)
+    log.info("fold %s: refitted on %d utterances for %d epochs, %.1f s", fold.name, len(idx), chosen.best_epoch,
+             refit.seconds)
+    return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
+
+
+def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val=None) -> FitResult:
+    """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
+    model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model)."""
+    cfg, utts = ctx.cfg, ctx.utts
+    item_weights = None
+    if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
+        item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
+    return fit_model(
+        ctx.build, ([ctx.features[i] for i in idx], ctx.y[idx]), val,
+        n_classes=len(ctx.labels), epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+        patience=cfg.patience if val is not None else None,
+        balance=cfg.class_weight, item_weights=item_weights, augment=ctx.augment, lr_schedule=cfg.lr_schedule,
+        average_weights=cfg.average_weights, sample=_sampler(ctx, idx),
+    )
+
+
+def _sampler(ctx: FoldContext, idx: np.ndarray):
     """Training inputs: for features with a speaker reference, drawn per item and epoch; with degraded copies,
     each item drawn as itself or one of its copies; else as they are (None)."""
-    base = (ReferenceSampler([features[i] for i in idx], [speakers[i] for i in idx], feature_set)
+    features, feature_set = [ctx.features[i] for i in idx], ctx.feature_set
+    base = (ReferenceSampler(features, [ctx.speakers[i] for i in idx], feature_set)
             if feature_set.uses_reference else None)
-    if copies is None:
+    if ctx.copies is None:
         return base
-    return CopySampler([features[i] for i in idx], copies.for_items(idx), feature_set, base=base, clean=clean)
+    return CopySampler(features, ctx.copies.for_items(idx), feature_set, base=base, clean=ctx.cfg.degrade_clean)
+
+
+def _final_fit(ctx: FoldContext, plan: Plan, best_epochs: list[int]) -> tuple[Any, dict[str, Any]]:
+    """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
+    epochs = max(1, int(statistics.median(best_epochs)))
+    if plan.protocol == "cross-corpus":  # the test corpus stays unseen
+        train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
+    else:
+        train_idx = np.arange(len(ctx.features))
+    result = _fit_items(ctx, train_idx, epochs=epochs, seed=ctx.cfg.seed * 1000 + 999)
+    log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
+             len(train_idx), epochs, result.seconds)
+    return result.model, {
+        "utterances": int(len(train_idx)),
+        "epochs": epochs,
+        "epochs_rule": "median of the best validation epochs over the protocol's folds",
+        "train_seconds": round(result.seconds, 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------- scoring
 
 
 def _robustness(y_true: np.ndarray, robust_pred: dict[str, list[np.ndarray]], labels: list[str], clean: dict
@@ -595,268 +442,8 @@ def score_corpus(predict: Callable[[list[np.ndarray]], np.ndarray], path: str, f
     m = classification_metrics(y_true, pred, labels)
     log.info("scored on %s (%d clips, emotions %s): accuracy %.3f, UAR %.3f", other.name, len(kept),
              ", ".join(shared), m["accuracy"], m["uar"])
-    return {"corpus": other.name, "path": _portable(path), "trained_on": train_name, "emotions": shared,
+    return {"corpus": other.name, "path": portable_path(path), "trained_on": train_name, "emotions": shared,
             "skipped": len(other.utterances) - len(kept),
             "description": f"final model trained on {train_name}, scored on {other.name} (each clip alone, over "
                            "the emotions both share; speaker- and corpus-independent)",
             "metrics": m}
-
-
-def _run_fold(cfg, fold: Fold, k: int, build, features, speakers, feature_set, y, n_classes, augment,
-              copies=None, utts=None) -> FitResult:
-    """Fit on the fold's training speakers, choosing the epoch on its validation speakers; with ``cfg.refit``
-    (and validation speakers), then fit a fresh model on training + validation speakers for the chosen
-    number of epochs, as the final model is fitted on all data: that model is evaluated, the test speakers
-    stay unseen and the validation speakers' clips are no longer left out of training."""
-    val = [features[i] for i in fold.val]
-    if feature_set.uses_reference:  # validation speakers with profiles of their validation clips
-        val = with_speaker_profiles(val, [speakers[i] for i in fold.val], feature_set)
-    chosen = _fit_for(cfg, build, features, speakers, feature_set, y, fold.train, n_classes, augment,
-                      epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, y[fold.val]), patience=cfg.patience,
-                      copies=copies, utts=utts)
-    if not (cfg.refit and len(fold.val)):
-        return chosen
-    idx = np.sort(np.concatenate([fold.train, fold.val]))
-    refit = _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment,
-                     epochs=chosen.best_epoch, seed=cfg.seed * 1000 + 500 + k, copies=copies, utts=utts)
-    log.info("fold %s: refitted on %d utterances for %d epochs, %.1f s", fold.name, len(idx), chosen.best_epoch,
-             refit.seconds)
-    return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
-
-
-def _fit_for(cfg, build, features, speakers, feature_set, y, idx, n_classes, augment, *, epochs: int,
-             seed: int, val=None, patience: int | None = None, copies=None, utts=None) -> FitResult:
-    """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
-    model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model)."""
-    item_weights = None
-    if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
-        item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
-    return fit_model(
-        build, ([features[i] for i in idx], y[idx]), val,
-        n_classes=n_classes, epochs=epochs, batch_size=cfg.batch_size, seed=seed, patience=patience,
-        balance=cfg.class_weight, item_weights=item_weights, augment=augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights,
-        sample=_sampler(features, speakers, feature_set, idx, copies, cfg.degrade_clean),
-    )
-
-
-def _final_fit(cfg, plan: Plan, build, features, speakers, feature_set, y, labels, augment, best_epochs: list[int],
-               copies=None, utts=None):
-    """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
-    epochs = max(1, int(statistics.median(best_epochs)))
-    if plan.protocol == "cross-corpus":  # the test corpus stays unseen
-        train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
-    else:
-        train_idx = np.arange(len(features))
-    result = _fit_for(cfg, build, features, speakers, feature_set, y, train_idx, len(labels), augment,
-                      epochs=epochs, seed=cfg.seed * 1000 + 999, copies=copies, utts=utts)
-    log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
-             len(train_idx), epochs, result.seconds)
-    return result.model, {
-        "utterances": int(len(train_idx)),
-        "epochs": epochs,
-        "epochs_rule": "median of the best validation epochs over the protocol's folds",
-        "train_seconds": round(result.seconds, 2),
-    }
-
-
-def _write_manifest(path: Path, utts: list[Utterance]) -> None:
-    Corpus("", "", "", utts).write_csv(path)
-
-
-def _write_evaluation(run_dir: Path, metrics, histories, predictions, utts, labels) -> None:
-    from training import plots
-
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (run_dir / "history.json").write_text(json.dumps(histories) + "\n")
-    protocol = metrics["protocol"] + (" (speaker-independent)" if metrics["speaker_independent"]
-                                      else " (speaker-DEPENDENT)")
-    title = f"{metrics['corpus']}, {protocol}, seed {metrics['seed']}"
-    p = metrics["pooled"]
-    plots.confusion_matrix_png(p["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
-                               f"{title}\naccuracy {p['accuracy']:.3f}, UAR {p['uar']:.3f}")
-    plots.history_png(histories, run_dir / "history.png", title)
-    with (run_dir / "predictions.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "speaker", "fold", "emotion", "predicted", *labels])
-        for i, fold, probs in sorted(predictions, key=lambda t: t[0]):
-            writer.writerow([utts[i].path, utts[i].speaker, fold, utts[i].emotion, labels[int(np.argmax(probs))],
-                             *[f"{p:.5f}" for p in probs]])
-
-
-def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, model=None,
-               version: int | None = None) -> Path:
-    """Export a run's final model (``model.keras``) with metadata built from the run's files."""
-    from training.export import export_model
-
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
-    if model is None:
-        import keras
-
-        if not (run_dir / "model.keras").is_file():
-            raise FileNotFoundError(f"{run_dir} has no model.keras (was it trained with --no-final-fit?)")
-        model = keras.models.load_model(run_dir / "model.keras")
-    for key in ("data", "test_data", "models_dir", "runs_dir", "cache_dir"):
-        config[key] = _portable(config.get(key))
-    manifest = list(csv.DictReader((run_dir / "manifest.csv").open()))
-    sources = metrics.get("corpora") or [{"name": metrics["corpus"]}]
-    train_corpus = [r for r in manifest if r["corpus"] in {c["name"] for c in sources}]
-    pooled = metrics["pooled"]
-    from speech_emotion.model import serving_defaults
-    from speech_emotion.features import settings_from_dict
-
-    metadata = {
-        "labels": metrics["labels"],
-        "serving": serving_defaults(settings_from_dict(metrics["features"]),
-                                    [float(r["duration"]) for r in train_corpus]),
-        "features": metrics["features"],
-        "model": {"builder": metrics["model"], "args": config.get("model_args", {}),
-                  "parameters": int(model.count_params())},
-        "training": {
-            "corpus": metrics["corpus"],
-            # every corpus the model learnt from, with its licence: what may be done with the model follows
-            "corpora": [{**c, "path": _portable(c.get("path"))} for c in metrics.get("corpora", [])],
-            "redistributable": all(redistributable(c.get("licence", "unknown")) for c in sources),
-            "utterances": len(train_corpus),
-            "speakers": sorted({r["speaker"] for r in train_corpus}),
-            "emotions": dict(sorted(Counter(r["emotion"] for r in train_corpus).items())),
-            "final_fit": metrics.get("final_fit"),
-            "seed": metrics["seed"],
-            "config": config,
-            "run": run_dir.name,
-        },
-        "evaluation": {
-            "protocol": metrics["protocol"],
-            "speaker_independent": metrics["speaker_independent"],
-            "description": metrics["description"],
-            "test_corpus": metrics.get("test_corpus") or metrics["corpus"],
-            "metrics": {k: pooled[k] for k in ("n", "accuracy", "uar", "macro_precision", "macro_recall",
-                                               "macro_f1")},
-            "per_class_recall": {k: v["recall"] for k, v in pooled["per_class"].items()},
-            "fold_uar_mean": metrics["fold_uar_mean"],
-            "fold_uar_std": metrics["fold_uar_std"],
-            "folds": len(metrics["folds"]),
-        },
-    }
-    if "with_profile" in metrics:  # the same folds, each test speaker with a profile of their test clips
-        wp = metrics["with_profile"]
-        metadata["evaluation"]["with_profile"] = {
-            "description": wp["description"],
-            "metrics": {k: wp["pooled"][k] for k in ("n", "accuracy", "uar", "macro_precision", "macro_recall",
-                                                     "macro_f1")},
-            "per_class_recall": {k: v["recall"] for k, v in wp["pooled"]["per_class"].items()},
-            "fold_uar_mean": wp["fold_uar_mean"],
-            "fold_uar_std": wp["fold_uar_std"],
-        }
-    if "robustness" in metrics:  # the same folds' test clips under fixed degradations, each alone
-        rb = metrics["robustness"]
-        metadata["evaluation"]["robustness"] = {
-            "description": rb["description"],
-            "clean_uar": pooled["uar"],
-            "conditions": {k: {"uar": v["uar"], "accuracy": v["accuracy"], "uar_drop": v["uar_drop"],
-                               "top_answer_share": v["top_answer_share"], "no_speech": v["no_speech"]}
-                           for k, v in rb["conditions"].items()},
-            "worst_drop": rb["worst_drop"],
-        }
-    if metrics.get("cross_corpus"):  # the final model on other corpora
-        metadata["evaluation"]["cross_corpus"] = [
-            {"corpus": c["corpus"], "emotions": c["emotions"], "description": c["description"],
-             "metrics": {k: c["metrics"][k] for k in ("n", "accuracy", "uar", "macro_f1")},
-             "per_class_recall": {k: c["metrics"]["per_class"][k]["recall"] for k in c["emotions"]}}
-            for c in metrics["cross_corpus"]]
-    if not metadata["training"]["redistributable"]:
-        log.warning("this model learnt from data whose licence does not allow redistributing it freely (%s): "
-                    "keep it to yourself", ", ".join(f"{c['name']}: {c.get('licence', 'unknown')}" for c in sources))
-    out = export_model(model, models_dir, name, metadata, version=version)
-    log.info("exported %s", out)
-    return out
-
-
-def _portable(path: str | list[str] | None) -> str | list[str] | None:
-    """A path inside the project as a relative one, so metadata does not carry one machine's layout."""
-    from training.config import PROJECT_ROOT
-
-    if isinstance(path, list):
-        return [_portable(p) for p in path]
-
-    if path and Path(path).resolve().is_relative_to(PROJECT_ROOT):
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
-    return path
-
-
-def _write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig, export_dir: Path | None) -> None:
-    p = metrics["pooled"]
-    lines = [
-        f"# Training run {run_dir.name}",
-        "",
-        f"- corpus: **{corpus.name}** ({corpus.layout} layout, `{corpus.root}`), {len(corpus)} files, "
-        f"{corpus.hours * 60:.1f} min" + (f"; tested on **{metrics['test_corpus']}**" if metrics["test_corpus"] else ""),
-        f"- protocol: **{metrics['protocol']}**, "
-        + ("speaker-independent" if metrics["speaker_independent"] else "**speaker-dependent** (optimistic)")
-        + f": {metrics['description']}",
-        f"- features: `{json.dumps(metrics['features'])}`",
-        f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}; epochs {cfg.epochs}, "
-        f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
-        f"augmentation {cfg.augment}, seed {cfg.seed}",
-        "- each fold: the epoch chosen on its validation data"
-        + ("; the model evaluated is then fitted anew on training + validation utterances for that many epochs"
-           if cfg.refit else "; that model is evaluated"),
-        "",
-        "## Results (test predictions pooled over folds)",
-        "",
-        "| accuracy | UAR | macro precision | macro recall | macro F1 | n |",
-        "|---|---|---|---|---|---|",
-        f"| {p['accuracy']:.3f} | {p['uar']:.3f} | {p['macro_precision']:.3f} | {p['macro_recall']:.3f} "
-        f"| {p['macro_f1']:.3f} | {p['n']} |",
-        "",
-        f"Mean UAR over folds {metrics['fold_uar_mean']:.3f} (std {metrics['fold_uar_std']:.3f}).",
-        *([] if "with_profile" not in metrics else [
-            "",
-            "With speaker profiles (" + metrics["with_profile"]["description"] + "): accuracy "
-            f"{metrics['with_profile']['pooled']['accuracy']:.3f}, UAR {metrics['with_profile']['pooled']['uar']:.3f}, "
-            f"macro F1 {metrics['with_profile']['pooled']['macro_f1']:.3f}.",
-        ]),
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-        *[f"| {k} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
-          for k, v in p["per_class"].items()],
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
-        "## Folds",
-        "",
-        "| fold | train | validation | test | best epoch | accuracy | UAR |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {f['name']} | {f['train']} | {f['val']} ({f['validation']}) | {f['test']} | {f['best_epoch']} "
-          f"| {f['metrics']['accuracy']:.3f} | {f['metrics']['uar']:.3f} |" for f in metrics["folds"]],
-        "",
-        "![training history](history.png)",
-        "",
-        f"Feature extraction: {metrics['timing']['feature_seconds']} s ({metrics['timing']['features_computed']} "
-        f"computed, {metrics['timing']['features_cached']} from cache); training: "
-        f"{metrics['timing']['train_seconds']} s.",
-    ]
-    if "final_fit" in metrics:
-        ff = metrics["final_fit"]
-        lines += ["", f"Final model: all {ff['utterances']} utterances, {ff['epochs']} epochs "
-                      f"({ff['epochs_rule']}), saved as `model.keras`."]
-    if "robustness" in metrics:
-        rb = metrics["robustness"]["conditions"]
-        lines += ["", "## Robustness (the same test clips under fixed degradations, each alone)", "",
-                  "| condition | UAR | below clean | most frequent answer | no speech left |", "|---|---|---|---|---|",
-                  f"| clean | {p['uar']:.3f} | | | |",
-                  *[f"| {k} | {v['uar']:.3f} | {v['uar_drop']:+.3f} | {100 * v['top_answer_share']:.0f} % "
-                    f"| {v['no_speech']} |" for k, v in rb.items()]]
-    for c in metrics.get("cross_corpus") or []:
-        m = c["metrics"]
-        lines += ["", f"Cross-corpus: {c['description']}: accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f} over "
-                      f"{m['n']} clips ({', '.join(c['emotions'])})."]
-    if export_dir:
-        lines += [f"Exported to `{export_dir}`."]
-    if metrics["skipped"]:
-        lines += ["", "## Skipped files", "", *[f"- `{s['path']}`: {s['reason']}" for s in metrics["skipped"]]]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
-
