@@ -240,7 +240,7 @@ def table(results: dict) -> str:
 
     order = ["tess-random", "tess-oaf-yaf", "tess-yaf-oaf", "tess-speaker (mean of both directions)", "emodb-loso",
              "emodb-tess", "tess-emodb"]
-    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "seed", kv[0][0], order.index(kv[0][1]))))
+    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0] != "notebook", kv[0][0], order.index(kv[0][1]))))
     for (recipe, task), rows in groups.items():
         protocol = rows[0]["protocol"] + ("" if rows[0]["speaker_independent"] else " (speaker-dependent)")
         if recipe.endswith(PROFILED):

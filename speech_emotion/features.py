@@ -11,7 +11,7 @@ Example::
 
     >>> from speech_emotion.audio import read_audio
     >>> from speech_emotion.features import FEATURE_SETS
-    >>> seed = FEATURE_SETS["seed"]
+    >>> notebook = FEATURE_SETS["notebook"]
     >>> seed.extract(read_audio("data/emodb/wav/03a01Fa.flac")).shape
     (40, 1)
 """
@@ -267,8 +267,8 @@ class LogMelFrames(FeatureSet):
 
     16 kHz, 25 ms windows every 10 ms; every frame of the clip is kept (no cropping), so the result has
     shape ``(frames, n_mels * (1 + deltas) + 2 * pitch)`` with ``frames`` about 100 per second. The
-    normalisation uses the utterance alone (see ``normalize``): it removes the recording's gain and
-    nothing about the speaker is needed at prediction time.
+    normalisation uses the utterance alone (each feature group to zero mean and unit variance): it removes the
+    recording's gain and nothing about the speaker is needed at prediction time.
     """
 
     kind: ClassVar[str] = "logmel_frames"
@@ -287,9 +287,6 @@ class LogMelFrames(FeatureSet):
     #: derivatives better; see benchmarks/README.md); 1: + delta; 2: + delta-delta.
     deltas: int = 0
     delta_width: int = 9
-    #: "utterance" (the only one): each feature group (log-mel, each delta order) to zero mean and unit
-    #: variance over the whole utterance; recorded in the metadata so a model says how it was fed.
-    normalize: str = "utterance"
     #: "none": the model reads the utterance-normalised frames. "speaker": each log-mel bin also has a
     #: reference removed: the speaker's mean spectrum over clips of theirs (a speaker profile) when one is
     #: given, else the clip's own mean. Removes the voice's and the channel's spectral colouring, the
@@ -312,9 +309,13 @@ class LogMelFrames(FeatureSet):
     #: them: left out of to_dict() at that value, so the settings (and fingerprints, cache keys, speaker
     #: profiles) of earlier models stay what they were.
     _LATER_SETTINGS: ClassVar[dict[str, Any]] = {"floor_db": 80.0, "speech": None}
+    #: Facts about every instance, once settings: each feature group (log-mel, each delta order) is brought to
+    #: zero mean and unit variance over the whole utterance. Still written into to_dict() so that exported
+    #: metadata says how a model was fed and every fingerprint (feature caches, speaker profiles) stays as it was.
+    FIXED: ClassVar[dict[str, Any]] = {"normalize": "utterance"}
 
     def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
+        data = {**super().to_dict(), **self.FIXED}
         for key, before in self._LATER_SETTINGS.items():
             if data.get(key) == before:
                 del data[key]
@@ -344,8 +345,6 @@ class LogMelFrames(FeatureSet):
                 parts.append(librosa.feature.delta(logmel, width=self.delta_width, order=order))
         elif self.deltas:  # too few frames for the delta window: zero deltas keep the shape
             parts += [np.zeros_like(logmel)] * self.deltas
-        if self.normalize != "utterance":
-            raise ValueError(f"normalize must be 'utterance', not {self.normalize!r}")
         if self.reference not in ("none", "speaker"):
             raise ValueError(f"reference must be 'none' or 'speaker', not {self.reference!r}")
         feats = np.concatenate([(p - p.mean()) / (p.std() + 1e-5) for p in parts], axis=0).T
@@ -398,7 +397,7 @@ FEATURE_KINDS: dict[str, type[FeatureSet]] = {cls.kind: cls for cls in (MeanMFCC
 
 #: Named presets selectable with ``--features``.
 FEATURE_SETS: dict[str, FeatureSet] = {
-    "seed": MeanMFCC(),
+    "notebook": MeanMFCC(),
     "logmel": LogMelFrames(),
     "logmel-speaker": LogMelFrames(reference="speaker"),
     # The same on speech only (speech_emotion/speech.py): what a recording with silence or noise around the
@@ -421,6 +420,9 @@ def settings_from_dict(data: dict[str, Any]) -> FeatureSet:
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; known: {', '.join(sorted(FEATURE_KINDS))}")
     cls = FEATURE_KINDS[kind]
+    for key, value in getattr(cls, "FIXED", {}).items():
+        if data.pop(key, value) != value:
+            raise ValueError(f"{kind} features support {key} = {value!r} only")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:

@@ -12,7 +12,7 @@ from speech_emotion.audio import AudioDecodeError, AudioTooShortError, read_audi
 from training.extraction import FeatureCache, extract_features, extract_one
 from speech_emotion.features import FEATURE_SETS, MeanMFCC, settings_from_dict
 
-SEED = FEATURE_SETS["seed"]
+SEED = FEATURE_SETS["notebook"]
 
 
 def notebook_features(path) -> np.ndarray:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
-from tests.conftest import BUNDLED, tone
+from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
 from speech_emotion.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
@@ -54,6 +55,17 @@ def test_too_short():
 def test_settings_travel():
     assert settings_from_dict(FRAMES.to_dict()) == FRAMES
     assert LogMelFrames(pitch=not FRAMES.pitch).fingerprint() != FRAMES.fingerprint()
+
+
+def test_the_fixed_normalisation_is_recorded_but_not_a_setting():
+    """Utterance normalisation is the only one, so not a setting; metadata still records it, so models exported
+    before (and their fingerprints: feature caches, speaker profiles) read as they did."""
+    data = FRAMES.to_dict()
+    assert data["normalize"] == "utterance" and "normalize" not in {f.name for f in dataclasses.fields(LogMelFrames)}
+    exported = json.loads((ROOT / "models" / "emotion" / "7" / "metadata.json").read_text())["features"]
+    assert settings_from_dict(exported).to_dict() == exported
+    with pytest.raises(ValueError, match="normalize"):
+        settings_from_dict({**data, "normalize": "speaker"})
 
 
 @pytest.mark.parametrize("f0", [70.0, 110.0, 220.0, 400.0])
@@ -193,7 +205,7 @@ def test_frame_augment_is_random_but_seeded(frames):
     a, b, c = aug(frames, RNG(7)), aug(frames, RNG(7)), aug(frames, RNG(8))
     assert np.array_equal(a, b) and not (a.shape == c.shape and np.array_equal(a, c))
     with pytest.raises(ValueError, match="frame features"):
-        FrameAugment.for_features(FEATURE_SETS["seed"])
+        FrameAugment.for_features(FEATURE_SETS["notebook"])
 
 
 # -------------------------------------------------------------------------------------------- model

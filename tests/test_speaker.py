@@ -78,7 +78,7 @@ def test_a_reference_must_fit_the_features(clips):
     with pytest.raises(ValueError, match="take no speaker reference"):
         PLAIN.finish(clips["03"][0], np.zeros(N))
     with pytest.raises(ValueError, match="take no speaker reference"):
-        FEATURE_SETS["seed"].finish(np.zeros((40, 1), np.float32), np.zeros(N))
+        FEATURE_SETS["notebook"].finish(np.zeros((40, 1), np.float32), np.zeros(N))
 
 
 def test_reference_setting_travels_and_old_metadata_reads_as_none():

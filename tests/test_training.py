@@ -36,9 +36,10 @@ def slice_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(slice_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
+    (out / "refit.toml").write_text("refit = true\n")  # an experiment setting: in a config file, not a flag
     argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
             "--runs-dir", str(out / "runs"), "--cache-dir", str(out / "cache"), "--models-dir", str(out / "models"),
-            "--export", "emotion", "--refit"]
+            "--export", "emotion", "--config", str(out / "refit.toml")]
     assert main(argv) == 0
     (run_dir,) = (out / "runs").iterdir()
     return run_dir, out / "models"
@@ -117,15 +118,15 @@ def test_export_command_makes_the_next_version(trained, capsys):
     assert "exported model" in capsys.readouterr().out
 
 
-def test_seed_recipe_is_the_notebook(slice_csv, tmp_path):
-    argv = ["train", "--recipe", "seed", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11",
+def test_notebook_recipe_is_the_notebook(slice_csv, tmp_path):
+    argv = ["train", "--recipe", "notebook", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11",
             "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"),
-            "--export", "seed"]
+            "--export", "notebook"]
     assert main(argv) == 0
-    meta = json.loads((resolve_model_dir(tmp_path / "models" / "seed") / "metadata.json").read_text())
+    meta = json.loads((resolve_model_dir(tmp_path / "models" / "notebook") / "metadata.json").read_text())
     assert meta["features"] == {"kind": "mean_mfcc", "sample_rate": 22050, "offset": 0.5, "duration": 3.0,
                                 "n_mfcc": 40, "min_seconds": 0.1}
-    assert meta["model"]["builder"] == "seed" and meta["input"]["shape"] == [None, 40, 1]
+    assert meta["model"]["builder"] == "notebook" and meta["input"]["shape"] == [None, 40, 1]
     config = meta["training"]["config"]
     assert (config["batch_size"], config["augment"], config["class_weight"]) == (512, False, False)
 
@@ -194,11 +195,37 @@ def test_flags_override_the_recipe():
     assert phone.degrade_args == {"telephone_p": 0.4, "noise_snr_db": [0, 20]}
     assert default.degrade_args == {"telephone_p": 0.4}
     assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust"])).degrade_args == {}
-    seed = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
-    assert (seed.features, seed.model, seed.epochs, seed.batch_size) == ("seed", "seed", 100, 512)
-    flags = ["train", "--no-average-weights", "--no-augment", "--lr-schedule", "constant", "--epochs", "7"]
+    notebook = _train_config(build_parser().parse_args(["train", "--recipe", "notebook"]))
+    assert (notebook.features, notebook.model, notebook.epochs, notebook.batch_size) == (
+        "notebook", "notebook", 100, 512)
+    flags = ["train", "--no-augment", "--epochs", "7"]
     cfg = _train_config(build_parser().parse_args(flags))
-    assert (cfg.average_weights, cfg.augment, cfg.lr_schedule, cfg.epochs) == (False, False, "constant", 7)
+    assert (cfg.augment, cfg.epochs) == (False, 7)
+
+
+def test_renamed_recipe_and_experiment_flags_still_work_with_a_warning(caplog):
+    """One release of grace: the old recipe name ("seed", the word --seed uses too) and the experiment flags
+    that left --help still do what they did, and say what to use instead."""
+    from training.cli import _train_config, build_parser
+    from training.train import resolve_builder, resolve_features
+
+    with caplog.at_level("WARNING"):
+        old = _train_config(build_parser().parse_args(["train", "--recipe", "seed"]))
+    assert (old.recipe, old.features, old.model, old.epochs) == ("notebook", "notebook", "notebook", 100)
+    assert "'seed' is now called 'notebook'" in caplog.text
+    caplog.clear()
+    assert resolve_features("seed") is resolve_features("notebook") and "feature set 'seed'" in caplog.text
+    assert resolve_builder("seed") is resolve_builder("notebook")
+    caplog.clear()
+    flags = ["train", "--no-average-weights", "--lr-schedule", "constant", "--patience", "5", "--refit"]
+    with caplog.at_level("WARNING"):
+        cfg = _train_config(build_parser().parse_args(flags))
+    assert (cfg.average_weights, cfg.lr_schedule, cfg.patience, cfg.refit) == (False, "constant", 5, True)
+    for text in ("--lr-schedule is deprecated", "lr_schedule = \"constant\"", "--patience", "average_weights = false",
+                 "refit = true"):
+        assert text in caplog.text
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "--patience" not in help_text and "--refit" not in help_text and "notebook" in help_text
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
@@ -312,8 +339,8 @@ def test_folds_on_a_local_ray_instance_equal_the_folds_run_here(trained, slice_c
     pytest.importorskip("ray")
     run_dir, _ = trained
     argv = ["train", "--data", str(slice_csv), "--protocol", "loso", "--epochs", "3", "--batch-size", "32",
-            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--refit",
-            "--no-final-fit", "--ray-address", "local"]
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+            "--config", str(run_dir.parents[1] / "refit.toml"), "--no-final-fit", "--ray-address", "local"]
     assert main(argv) == 0
     (ray_dir,) = (tmp_path / "runs").iterdir()
     here, there = ([*csv.DictReader((d / "predictions.csv").open())] for d in (run_dir, ray_dir))
@@ -329,3 +356,22 @@ def test_folds_on_a_local_ray_instance_equal_the_folds_run_here(trained, slice_c
         np.testing.assert_allclose(curves[1][fold]["loss"], curves[0][fold]["loss"], rtol=1e-3)
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (run_dir, ray_dir)]
     assert [f["metrics"]["uar"] for f in metrics[0]["folds"]] == [f["metrics"]["uar"] for f in metrics[1]["folds"]]
+
+
+def test_every_setting_is_documented_in_one_place():
+    """docs/training.md's settings table names every TrainConfig field, and every flag it names exists."""
+    import re
+
+    from training.cli import build_parser
+    from training.config import TrainConfig
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    table = text[text.index("## Every setting"):]
+    table = table[:table.index("\n## ")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == TrainConfig.field_names()
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    known = {s for action in train._actions for s in action.option_strings}
+    flags = {flag for row in rows for flag in re.findall(r"`(--[a-z-]+)", row.split("|")[2])}
+    assert flags and flags <= known, flags - known

@@ -13,7 +13,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
-from training.config import DEFAULT_CORPUS, DEFAULT_RECIPE, RECIPES, TrainConfig  # noqa: E402
+from training.config import DEFAULT_CORPUS, DEFAULT_RECIPE, RECIPES, RENAMED, TrainConfig  # noqa: E402
 
 log = logging.getLogger("training")
 
@@ -22,7 +22,7 @@ examples:
   python -m training analyze                       # EDA of the bundled EMO-DB into runs/
   python -m training train                         # default recipe, leave-one-speaker-out on EMO-DB
   python -m training train --recipe crnn           # one frame model, no speaker reference (1-2 speakers)
-  python -m training train --recipe seed           # the notebook's recipe, same protocol
+  python -m training train --recipe notebook       # the notebook's recipe, same protocol
   python -m training train --data path/to/TESS --protocol speaker --test-speakers YAF
   python -m training train --protocol random --epochs 50 --export emotion
   python -m training train --config my_run.toml --seed 3
@@ -32,6 +32,15 @@ examples:
   python -m training evaluate --model models/emotion --data path/to/TESS            # a model on another corpus
   python -m training degrade --data data/emodb --out degraded/                       # the robustness suite as WAV
 """
+
+
+#: Flags of experiment settings, left out of --help: each still sets its setting, with a warning.
+DEPRECATED_FLAGS: dict[str, dict] = {
+    "--patience": {"type": int},
+    "--lr-schedule": {"choices": ["constant", "cosine"]},
+    "--average-weights": {"action": argparse.BooleanOptionalAction},
+    "--refit": {"action": argparse.BooleanOptionalAction},
+}
 
 
 def _data_args(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -101,28 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol speaker: the held-out speakers (default: a seeded 20%% of speakers)")
     p.add_argument("--test-data", default=S, metavar="PATH", help="protocol cross-corpus: the corpus to test on")
     p.add_argument("--test-layout", default=S, help="layout of --test-data (default: auto)")
-    p.add_argument("--recipe", default=S, choices=list(RECIPES),
+    p.add_argument("--recipe", default=S, choices=[*RECIPES, *RENAMED], metavar="RECIPE",
                    help=f"settings bundle (default {DEFAULT_RECIPE}); "
                         + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in RECIPES.items()))
-    p.add_argument("--features", default=S, choices=sorted(FEATURE_SETS), help="feature set (default: the recipe's)")
-    p.add_argument("--model", default=S, help="model builder: crnn_ensemble, crnn or seed (default: the recipe's)")
+    p.add_argument("--features", default=S, choices=[*sorted(FEATURE_SETS), *RENAMED], metavar="FEATURES",
+                   help=f"feature set: {', '.join(sorted(FEATURE_SETS))} (default: the recipe's)")
+    p.add_argument("--model", default=S, help="model builder: crnn_ensemble, crnn or notebook (default: the recipe's)")
     p.add_argument("--model-arg", dest="model_args", action="append", default=S, metavar="KEY=VALUE",
                    help="model builder argument, value as JSON (e.g. lstm_units=64, dense_units=[64,32]); repeatable")
     p.add_argument("--epochs", default=S, type=int, help="maximum epochs (default: the recipe's)")
     p.add_argument("--batch-size", default=S, type=int, help="batch size (default: the recipe's)")
-    p.add_argument("--patience", default=S, type=int,
-                   help="stop after this many epochs without a better (smoothed) validation loss (default: run all epochs; "
-                        "the best epoch is kept either way)")
     p.add_argument("--class-weight", default=S, action=argparse.BooleanOptionalAction,
                    help="weight classes by inverse frequency")
     p.add_argument("--augment", default=S, action=argparse.BooleanOptionalAction,
                    help="augment training items: frequency warp, tempo, SpecAugment masks (frame features only)")
-    p.add_argument("--lr-schedule", default=S, choices=["constant", "cosine"], help="learning-rate schedule")
-    p.add_argument("--average-weights", default=S, action=argparse.BooleanOptionalAction,
-                   help="keep the mean of the weights of the chosen epoch and the 4 before it, not just its own")
-    p.add_argument("--refit", default=S, action=argparse.BooleanOptionalAction,
-                   help="after validation chose a fold's epochs, fit again on its training and validation "
-                        "speakers for that many epochs and evaluate that model (about twice the training time)")
+    # Settings for experiments, not for training a model: in a --config TOML (docs/training.md lists every
+    # setting). These flags still work for one release, with a warning.
+    for flag, kwargs in DEPRECATED_FLAGS.items():
+        p.add_argument(flag, default=S, help=S, **kwargs)
     p.add_argument("--degrade-copies", default=S, type=int, metavar="N",
                    help="make N degraded copies of every training clip (noise, babble, reverberation, telephone "
                         "band, MP3, microphone colouring, silence around the speech: training/degrade.py) and "
@@ -205,6 +210,11 @@ def _key_values(items: list[str], flag: str) -> dict:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    for flag in DEPRECATED_FLAGS:
+        key = flag[2:].replace("-", "_")
+        if key in given:
+            log.warning("%s is deprecated and goes in the next release: write %s = %s in a --config TOML file "
+                        "(docs/training.md lists every setting)", flag, key, json.dumps(given[key]))
     if isinstance(given.get("data"), list) and len(given["data"]) == 1:
         given["data"] = given["data"][0]
     recipe = given.pop("recipe", None)

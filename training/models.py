@@ -12,7 +12,7 @@ import keras
 from keras import layers, ops
 
 
-def build_seed(
+def build_notebook(
     input_shape: tuple[int | None, int],
     n_classes: int,
     *,
@@ -264,7 +264,7 @@ def build_crnn_ensemble(
 
 
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "seed": build_seed,
+    "notebook": build_notebook,
     "crnn": build_crnn,
     "crnn_ensemble": build_crnn_ensemble,
 }

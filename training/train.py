@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from speech_emotion.features import FEATURE_SETS, FeatureSet
-from training.config import TrainConfig, portable_path
+from training.config import TrainConfig, current_name, portable_path
 from training.copies import CopySampler, DegradedCopies, Waveforms, condition_inputs
 from training.corpora import Corpus, Utterance, corpus_balance_weights, corpus_sources, load_corpora, load_corpus
 from training.corpora.manifest import Skipped
@@ -58,6 +58,7 @@ class RunResult:
 # ------------------------------------------------------------------------------------------------ data
 
 def resolve_features(name: str) -> FeatureSet:
+    name = current_name(name, "feature set")
     if name not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {name!r}; choose one of {', '.join(FEATURE_SETS)}")
     return FEATURE_SETS[name]
@@ -66,6 +67,7 @@ def resolve_features(name: str) -> FeatureSet:
 def resolve_builder(name: str):
     from training.models import MODEL_BUILDERS
 
+    name = current_name(name, "model")
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[name]
