@@ -22,7 +22,7 @@ MODEL_DIR = resolve_model_dir(os.environ.get("SER_MODEL_PATH", "models"))
 _meta = ExportedModel.load(MODEL_DIR)
 FEATURES, LABELS = _meta.features, _meta.labels
 model = keras.Sequential([
-    keras.Input(shape=tuple(_meta.metadata["input"]["shape"][1:])),
+    keras.Input(shape=tuple(_meta.metadata.input["shape"][1:])),
     keras.layers.TFSMLayer(str(MODEL_DIR), call_endpoint="serving_default"),
 ])
 

@@ -77,7 +77,7 @@ def in_process(model_path: str, clips, iterations: int) -> dict:
     predictor = Predictor(exported, threads=1, max_batch=1, max_audio_seconds=600)
     predictor.warm_up()
     version_dir = resolve_model_dir(model_path)
-    naive = keras.Sequential([keras.Input(shape=tuple(exported.metadata["input"]["shape"][1:])),
+    naive = keras.Sequential([keras.Input(shape=tuple(exported.metadata.input["shape"][1:])),
                               keras.layers.TFSMLayer(str(version_dir), call_endpoint="serving_default")])
 
     prepared = [predictor.prepare(data, name) for name, data in clips]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,54 @@ OUTPUT_NAME = "probabilities"
 
 class ModelNotFoundError(FileNotFoundError):
     pass
+
+
+@dataclass(kw_only=True)
+class ModelMetadata:
+    """``metadata.json``: what makes a SavedModel servable and says what it is.
+
+    Written by training/export.py, read by :class:`ExportedModel`. The sections of a trained model's story
+    (``model``, ``training``, ``evaluation``) stay plain JSON objects: training/export.py ``model_metadata``
+    says what they hold. Keys this version does not know are kept in ``extra`` and written back.
+    """
+
+    name: str
+    version: int
+    format: str = "tf_saved_model"
+    signature: str = SIGNATURE
+    input: dict[str, Any]  # name, dtype, shape [None, steps or None, dims]
+    output: dict[str, Any]  # name, dtype
+    labels: list[str]  # in the order of the model's probabilities
+    #: how long audio is cut into windows (serving_defaults); None in exports made before it was recorded
+    serving: dict[str, float] | None = None
+    features: dict[str, Any]  # FeatureSet.to_dict(): how the model is fed, applied to every upload
+    model: dict[str, Any] = field(default_factory=dict)  # builder, its arguments, parameter count
+    training: dict[str, Any] = field(default_factory=dict)  # corpora and their licences, speakers, settings
+    evaluation: dict[str, Any] = field(default_factory=dict)  # protocol, metrics, robustness, cross-corpus
+    versions: dict[str, str] = field(default_factory=dict)  # libraries it was exported with
+    created: str = ""  # UTC, ISO 8601
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = METADATA_FILE) -> "ModelMetadata":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        required = {"name", "version", "input", "output", "labels", "features"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"{source} lacks {', '.join(missing)}: export models with `python -m training`")
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if data["serving"] is None:
+            del data["serving"]
+        return {**data, **self.extra}
+
+    @property
+    def redistributable(self) -> bool | None:
+        """Whether every corpus the model learnt from allows passing the model on (None: not recorded)."""
+        return self.training.get("redistributable")
 
 
 def library_versions() -> dict[str, str]:
@@ -85,7 +133,7 @@ class ExportedModel:
     """A loaded export: its metadata, feature settings, and the serving signature as a callable."""
 
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     features: FeatureSet
     labels: list[str]
     _loaded: Any  # the loaded SavedModel; the signature needs its variables alive
@@ -93,16 +141,16 @@ class ExportedModel:
 
     @property
     def name(self) -> str:
-        return self.metadata["name"]
+        return self.metadata.name
 
     @property
     def version(self) -> int:
-        return int(self.metadata["version"])
+        return int(self.metadata.version)
 
     @property
     def serving(self) -> dict[str, float]:
         """Long-audio settings from the metadata (exports made before they were recorded: derived)."""
-        return self.metadata.get("serving") or serving_defaults(self.features, [])
+        return self.metadata.serving or serving_defaults(self.features, [])
 
     @classmethod
     def load(cls, path: str | Path) -> "ExportedModel":
@@ -112,11 +160,10 @@ class ExportedModel:
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
             raise ModelNotFoundError(f"{path} has no {METADATA_FILE}; export models with `python -m training`")
-        metadata = json.loads(meta_path.read_text())
+        metadata = ModelMetadata.from_dict(json.loads(meta_path.read_text()), str(meta_path))
         loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures[metadata.get("signature", SIGNATURE)]
-        return cls(path, metadata, settings_from_dict(metadata["features"]), list(metadata["labels"]),
-                   loaded, signature)
+        signature = loaded.signatures[metadata.signature]
+        return cls(path, metadata, settings_from_dict(metadata.features), list(metadata.labels), loaded, signature)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probabilities for a batch ``(batch, steps, dims)``; one row per input, columns in label order."""

@@ -23,7 +23,7 @@ from app.config import Settings
 from app.inference import BatchingPipeline, Predictor
 from app.main import create_app
 from tests.conftest import BUNDLED, ROOT, speech, tone
-from speech_emotion.model import ExportedModel, resolve_model_dir
+from speech_emotion.model import ExportedModel, ModelMetadata, resolve_model_dir
 from speech_emotion.predict import plan_windows
 from training.extraction import extract_one
 
@@ -68,9 +68,21 @@ def test_model_metadata(client, served):
     assert r.status_code == 200
     body = r.json()
     assert body["labels"] == served.labels and body["version"] == served.version
-    assert body["features"] == served.metadata["features"]
+    assert body["features"] == served.metadata.features
     assert body["evaluation"]["protocol"] and "uar" in body["evaluation"]["metrics"]
     assert Path(body["path"]) == resolve_model_dir(MODELS)
+
+
+@pytest.mark.parametrize("version", ["1", "7"])
+def test_metadata_is_a_typed_record_that_reads_and_writes_every_export(version):
+    data = json.loads((ROOT / "models" / "emotion" / version / "metadata.json").read_text())
+    record = ModelMetadata.from_dict(data)
+    assert record.to_dict() == data and list(record.to_dict()) == list(data)  # same keys, same order
+    assert record.labels == data["labels"] and record.input["shape"][0] is None
+    newer = ModelMetadata.from_dict({**data, "calibration": {"temperature": 1.3}})  # a key from a later version
+    assert newer.extra == {"calibration": {"temperature": 1.3}} and newer.to_dict()["calibration"]["temperature"] == 1.3
+    with pytest.raises(ValueError, match="lacks features, labels"):
+        ModelMetadata.from_dict({k: v for k, v in data.items() if k not in ("labels", "features")})
 
 
 def test_predict_on_a_real_clip(client, served):
@@ -600,11 +612,11 @@ def test_models_without_a_speaker_reference_refuse_profiles():
 def test_the_default_model_is_shippable_and_says_how_it_holds_up(served):
     """The bundled default model: trained only on redistributable data (EMO-DB, CC0), on speech only, with the
     in-corpus, cross-corpus and robustness figures its own training run measured in its metadata."""
-    training = served.metadata["training"]
+    training = served.metadata.training
     assert [(c["name"], c["licence"]) for c in training["corpora"]] == [("emodb", "CC0-1.0")]
     assert training["redistributable"] is True
     assert served.features.speech is not None, "the default model reads speech only"
-    evaluation = served.metadata["evaluation"]
+    evaluation = served.metadata.evaluation
     assert evaluation["protocol"] == "loso" and evaluation["speaker_independent"]
     (cross,) = evaluation["cross_corpus"]
     assert cross["corpus"] == "tess" and len(cross["emotions"]) == 6 and 0 <= cross["metrics"]["uar"] <= 1

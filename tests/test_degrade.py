@@ -337,7 +337,6 @@ def test_random_degradation_noise_is_relative_to_the_speech_not_the_padding(clip
                            noise_snr_db=(10, 10), noise_colors=("white",), babble_p=0, mic_p=0, gain_p=0,
                            telephone_p=0, mp3_p=0)
     out = random_degradation(clip, SR, np.random.default_rng(0), settings=only)
-    pad = int(1.5 * SR)
     added = out.astype(np.float64) - pad_silence(clip, SR, before=1.5, after=1.5)
     assert abs(db(power(clip) / power(added)) - 10) < 0.5
 

@@ -242,7 +242,7 @@ def test_exported_frame_model_takes_any_length(crnn, tmp_path):
                                    atol=1e-5)
     both = exported.predict(pad_batch([one, ten]))
     np.testing.assert_allclose(both[0], exported.predict(one[None])[0], atol=1e-5)
-    assert exported.metadata["input"]["shape"] == [None, None, one.shape[1]]
+    assert exported.metadata.input["shape"] == [None, None, one.shape[1]]
 
 
 

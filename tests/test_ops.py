@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

@@ -308,7 +308,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return probs
 
         result = score_corpus(predict, args.data, model.features, model.labels,
-                              model.metadata.get("training", {}).get("corpus", "?"), cache_dir=args.cache_dir)
+                              model.metadata.training.get("corpus", "?"), cache_dir=args.cache_dir)
         m = result["metrics"]
         print(f"model {model.name} version {model.version} on {result['corpus']} ({m['n']} clips, emotions "
               f"{', '.join(result['emotions'])}; {result['skipped']} not scored): accuracy {m['accuracy']:.3f}, "

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from speech_emotion.model import (INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNATURE, library_versions,
-                                  model_versions)
+from speech_emotion.model import (INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNATURE, ModelMetadata,
+                                  library_versions, model_versions)
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,17 @@ def export_model(
             input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
         )
         archive.write_out(str(tmp), verbose=False)
-        meta = {
+        record = ModelMetadata.from_dict({
             "name": name,
             "version": version,
-            "format": "tf_saved_model",
             "signature": SIGNATURE,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape]},
             "output": {"name": OUTPUT_NAME, "dtype": "float32"},
             **metadata,
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        })
+        (tmp / METADATA_FILE).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

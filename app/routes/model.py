@@ -18,4 +18,5 @@ router = APIRouter(tags=["service"])
     responses={503: error_response("no model loaded", "model_unavailable")},
 )
 def model_info(predictor: Predictor = Depends(get_predictor)) -> ModelInfo:
-    return ModelInfo(**{**predictor.model.metadata, "serving": predictor.model.serving}, path=str(predictor.model.path))
+    model = predictor.model
+    return ModelInfo(**{**model.metadata.to_dict(), "serving": model.serving}, path=str(model.path))
