@@ -68,16 +68,18 @@ def _data_args(p: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from speech_emotion.features import FEATURE_SETS
-    from training.protocols import PROTOCOLS
-
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (per-epoch Keras output)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_analyze, _add_manifest, _add_train, _add_evaluate, _add_degrade, _add_export):
+        add(sub)
+    return parser
 
+
+def _add_analyze(sub) -> None:
     p = sub.add_parser("analyze", aliases=["analyse"], help="corpus analysis: counts, durations, examples",
                        description="Write the corpus analysis (emotion and speaker counts, duration histogram, "
                                    "waveform and spectrogram per emotion, report.md) into a new run folder.")
@@ -85,10 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where run folders are created (default: runs)")
     p.add_argument("--seed", type=int, default=0, help="which example file per emotion is drawn (default: 0)")
 
+
+def _add_manifest(sub) -> None:
     p = sub.add_parser("manifest", help="write the corpus manifest (path, emotion, label, speaker, ...) as CSV",
                        description="Scan a corpus and write its manifest as CSV; skipped files are reported.")
     _data_args(p, suppress=False)
     p.add_argument("-o", "--output", default="-", help="CSV file to write (default: standard output)")
+
+
+def _add_train(sub) -> None:
+    """Long: one flat list of the train command's flags, in the order --help shows them."""
+    from speech_emotion.features import FEATURE_SETS
+    from training.protocols import PROTOCOLS
 
     p = sub.add_parser(
         "train", help="train and evaluate under a protocol; optionally export",
@@ -164,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-cpus-per-fold", default=S, type=int, metavar="N",
                    help="with --ray-address: CPUs each fold's task reserves and trains on (default 2)")
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score an exported model on a labelled corpus (each clip alone)",
                        description="Score an exported model (models/<name>/<version>/) on a labelled corpus, each clip "
                                    "alone as POST /predict hears it, over the emotions the corpus shares with the "
@@ -174,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--cache-dir", default=".cache/features", help="feature cache (default: .cache/features)")
 
+
+def _add_degrade(sub) -> None:
     p = sub.add_parser("degrade", help="write a corpus under the robustness suite's fixed degradations (WAV)",
                        description="Write every file of a corpus under each fixed degradation of the robustness "
                                    "suite (training/degrade.py CONDITIONS) as 16 kHz WAV into OUT/<condition>/, "
@@ -184,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", default=None, type=lambda s: s.split(","), metavar="C1,C2",
                    help="conditions to write (default: all)")
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run's final model as a SavedModel for the service",
                        description="Export RUN_DIR/model.keras to <models-dir>/<name>/<version>/ (TensorFlow "
                                    "Serving layout) with metadata.json built from the run's metrics.")
@@ -191,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="emotion", help="model name (default: emotion)")
     p.add_argument("--models-dir", default=str(TrainConfig().models_dir), help="default: models")
     p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
-    return parser
+
+
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -242,102 +259,117 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _analyze(args: argparse.Namespace) -> int:
     from training.corpora import load_corpus
 
-    if args.command in ("analyze", "analyse"):
-        from training.analysis import analyse
-        from training.report import make_run_dir
+    from training.analysis import analyse
+    from training.report import make_run_dir
 
-        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
-        print(corpus.summary())
-        run_dir = make_run_dir(args.runs_dir, corpus.name, "analysis")
-        report = analyse(corpus, run_dir, seed=args.seed)
-        print(f"analysis written to {run_dir}/ (open {report})")
-        return 0
+    corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+    print(corpus.summary())
+    run_dir = make_run_dir(args.runs_dir, corpus.name, "analysis")
+    report = analyse(corpus, run_dir, seed=args.seed)
+    print(f"analysis written to {run_dir}/ (open {report})")
+    return 0
 
-    if args.command == "manifest":
-        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
-        print(corpus.summary(), file=sys.stderr)
-        if args.output == "-":
-            import csv
-            from dataclasses import asdict, fields
 
-            from training.corpora import Utterance
+def _manifest(args: argparse.Namespace) -> int:
+    from training.corpora import load_corpus
 
-            writer = csv.DictWriter(sys.stdout, fieldnames=[f.name for f in fields(Utterance)])
-            writer.writeheader()
-            writer.writerows(asdict(u) for u in corpus.utterances)
-        else:
-            print(f"manifest written to {corpus.write_csv(args.output)}", file=sys.stderr)
-        return 0
+    corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+    print(corpus.summary(), file=sys.stderr)
+    if args.output == "-":
+        import csv
+        from dataclasses import asdict, fields
 
-    if args.command == "train":
-        from training.train import run_training
+        from training.corpora import Utterance
 
-        cfg = _train_config(args)
-        result = run_training(cfg)
-        m = result.metrics
-        p = m["pooled"]
-        kind = "speaker-independent" if m["speaker_independent"] else "speaker-DEPENDENT"
-        print(f"{m['corpus']}{' -> ' + m['test_corpus'] if m['test_corpus'] else ''}, {m['protocol']} "
-              f"({kind}), seed {m['seed']}: accuracy {p['accuracy']:.3f}, UAR {p['uar']:.3f}, "
-              f"macro-F1 {p['macro_f1']:.3f} over {p['n']} test utterances")
-        if result.skipped:
-            print(f"skipped {len(result.skipped)} file(s):")
-            for s in result.skipped:
-                print(f"  {s.path}: {s.reason}")
-        if result.export_dir:
-            print(f"exported model: {result.export_dir}")
-        print(f"run folder: {result.run_dir}/ (report.md, metrics.json, plots)")
-        return 0
+        writer = csv.DictWriter(sys.stdout, fieldnames=[f.name for f in fields(Utterance)])
+        writer.writeheader()
+        writer.writerows(asdict(u) for u in corpus.utterances)
+    else:
+        print(f"manifest written to {corpus.write_csv(args.output)}", file=sys.stderr)
+    return 0
 
-    if args.command == "evaluate":
-        from speech_emotion.model import ExportedModel
-        from speech_emotion.features import pad_batch
-        from training.train import score_corpus
 
-        model = ExportedModel.load(args.model_path)
+def _train(args: argparse.Namespace) -> int:
+    from training.train import run_training
 
-        def predict(inputs):
-            order = np.argsort([len(x) for x in inputs], kind="stable")
-            probs = np.zeros((len(inputs), len(model.labels)), dtype=np.float32)
-            for k in range(0, len(order), 32):  # similar lengths together: little padding
-                idx = order[k:k + 32]
-                probs[idx] = model.predict(pad_batch([inputs[i] for i in idx]))
-            return probs
+    cfg = _train_config(args)
+    result = run_training(cfg)
+    m = result.metrics
+    p = m["pooled"]
+    kind = "speaker-independent" if m["speaker_independent"] else "speaker-DEPENDENT"
+    print(f"{m['corpus']}{' -> ' + m['test_corpus'] if m['test_corpus'] else ''}, {m['protocol']} "
+          f"({kind}), seed {m['seed']}: accuracy {p['accuracy']:.3f}, UAR {p['uar']:.3f}, "
+          f"macro-F1 {p['macro_f1']:.3f} over {p['n']} test utterances")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} file(s):")
+        for s in result.skipped:
+            print(f"  {s.path}: {s.reason}")
+    if result.export_dir:
+        print(f"exported model: {result.export_dir}")
+    print(f"run folder: {result.run_dir}/ (report.md, metrics.json, plots)")
+    return 0
 
-        result = score_corpus(predict, args.data, model.features, model.labels,
-                              model.metadata.training.get("corpus", "?"), cache_dir=args.cache_dir)
-        m = result["metrics"]
-        print(f"model {model.name} version {model.version} on {result['corpus']} ({m['n']} clips, emotions "
-              f"{', '.join(result['emotions'])}; {result['skipped']} not scored): accuracy {m['accuracy']:.3f}, "
-              f"UAR {m['uar']:.3f}, macro-F1 {m['macro_f1']:.3f}")
-        answers = np.asarray(m["confusion_matrix"]).sum(axis=0)
-        print("recall: " + ", ".join(f"{e} {m['per_class'][e]['recall']:.2f}" for e in result["emotions"]))
-        print("answers: " + ", ".join(f"{label} {int(n)}" for label, n in zip(model.labels, answers) if n))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        return 0
 
-    if args.command == "degrade":
-        from training.copies import write_conditions
-        from training.degrade import CONDITIONS
+def _evaluate(args: argparse.Namespace) -> int:
+    from speech_emotion.model import ExportedModel
+    from speech_emotion.features import pad_batch
+    from training.train import score_corpus
 
-        conditions = args.conditions or list(CONDITIONS)
-        unknown = set(conditions) - set(CONDITIONS)
-        if unknown:
-            raise ValueError(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
-        corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
-        files = write_conditions([u.path for u in corpus.utterances], [u.speaker for u in corpus.utterances],
-                                 args.out, conditions)
-        print(f"{len(files)} files written under {args.out}/ ({len(corpus)} clips x {len(conditions)} conditions)")
-        return 0
+    model = ExportedModel.load(args.model_path)
 
-    if args.command == "export":
-        from training.export import export_run
+    def predict(inputs):
+        order = np.argsort([len(x) for x in inputs], kind="stable")
+        probs = np.zeros((len(inputs), len(model.labels)), dtype=np.float32)
+        for k in range(0, len(order), 32):  # similar lengths together: little padding
+            idx = order[k:k + 32]
+            probs[idx] = model.predict(pad_batch([inputs[i] for i in idx]))
+        return probs
 
-        out = export_run(args.run_dir, args.name, models_dir=args.models_dir, version=args.version)
-        print(f"exported model: {out}")
-        return 0
-    raise AssertionError(args.command)
+    result = score_corpus(predict, args.data, model.features, model.labels,
+                          model.metadata.training.get("corpus", "?"), cache_dir=args.cache_dir)
+    m = result["metrics"]
+    print(f"model {model.name} version {model.version} on {result['corpus']} ({m['n']} clips, emotions "
+          f"{', '.join(result['emotions'])}; {result['skipped']} not scored): accuracy {m['accuracy']:.3f}, "
+          f"UAR {m['uar']:.3f}, macro-F1 {m['macro_f1']:.3f}")
+    answers = np.asarray(m["confusion_matrix"]).sum(axis=0)
+    print("recall: " + ", ".join(f"{e} {m['per_class'][e]['recall']:.2f}" for e in result["emotions"]))
+    print("answers: " + ", ".join(f"{label} {int(n)}" for label, n in zip(model.labels, answers) if n))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _degrade(args: argparse.Namespace) -> int:
+    from training.corpora import load_corpus
+
+    from training.copies import write_conditions
+    from training.degrade import CONDITIONS
+
+    conditions = args.conditions or list(CONDITIONS)
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown:
+        raise ValueError(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
+    corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
+    files = write_conditions([u.path for u in corpus.utterances], [u.speaker for u in corpus.utterances],
+                             args.out, conditions)
+    print(f"{len(files)} files written under {args.out}/ ({len(corpus)} clips x {len(conditions)} conditions)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    out = export_run(args.run_dir, args.name, models_dir=args.models_dir, version=args.version)
+    print(f"exported model: {out}")
+    return 0
+
+
+COMMANDS = {"analyze": _analyze, "analyse": _analyze, "manifest": _manifest, "train": _train,
+            "evaluate": _evaluate, "degrade": _degrade, "export": _export}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return COMMANDS[args.command](args)

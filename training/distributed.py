@@ -212,7 +212,11 @@ def load_weight_arrays(path: str | Path) -> list[np.ndarray]:
 
 
 def run_worker(cfg: RunConfig) -> dict:
-    """Train as the worker TF_CONFIG (in the environment) describes; returns this worker's record."""
+    """Train as the worker TF_CONFIG (in the environment) describes; returns this worker's record.
+
+    Long on purpose: under MultiWorkerMirroredStrategy the order of creation is the contract (the strategy
+    before any other TensorFlow op, the model and optimizer inside its scope, the distributed dataset and
+    the step function over them), and this function reads top to bottom in that order."""
     began = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

@@ -117,7 +117,17 @@ def model_metadata(metrics: dict[str, Any], config: dict[str, Any], utterances: 
             "folds": len(metrics["folds"]),
         },
     }
-    evaluation = metadata["evaluation"]
+    _add_evaluations(metadata["evaluation"], metrics)
+    if not metadata["training"]["redistributable"]:
+        log.warning("this model learnt from data whose licence does not allow redistributing it freely (%s): "
+                    "keep it to yourself", ", ".join(f"{c['name']}: {c.get('licence', 'unknown')}" for c in sources))
+    return metadata
+
+
+def _add_evaluations(evaluation: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The run's other measurements, where it made them: with speaker profiles, under degradations, on other
+    corpora."""
+    pooled = metrics["pooled"]
     if "with_profile" in metrics:  # the same folds, each test speaker with a profile of their test clips
         wp = metrics["with_profile"]
         evaluation["with_profile"] = {
@@ -142,10 +152,6 @@ def model_metadata(metrics: dict[str, Any], config: dict[str, Any], utterances: 
              "metrics": _summary(c["metrics"], ("n", "accuracy", "uar", "macro_f1")),
              "per_class_recall": {k: c["metrics"]["per_class"][k]["recall"] for k in c["emotions"]}}
             for c in metrics["cross_corpus"]]
-    if not metadata["training"]["redistributable"]:
-        log.warning("this model learnt from data whose licence does not allow redistributing it freely (%s): "
-                    "keep it to yourself", ", ".join(f"{c['name']}: {c.get('licence', 'unknown')}" for c in sources))
-    return metadata
 
 
 def export_trained(model, metrics: dict[str, Any], config: dict[str, Any], utterances: list[dict[str, Any]],

@@ -44,7 +44,7 @@ router = APIRouter(tags=["prediction"])
         503: UNAVAILABLE,
     },
 )
-async def predict(
+async def predict(  # FastAPI: each parameter is a field of the request (form, query) or a dependency
     request: Request,
     file: UploadFile = File(..., description=f"the audio file: {FORMATS}"),
     timeline: bool = Query(False, description="also return the probabilities of each window of the audio"),
