@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from speech_emotion import PROJECT_ROOT
+
 
 ENV_PREFIX = "SER_"
 

@@ -10,3 +10,8 @@
 It knows neither HTTP (``app/``) nor Keras training (``training/``), and imports neither; tests/test_imports.py
 holds it to that.
 """
+
+from pathlib import Path
+
+#: The checkout this package lies in: the default places of models/ (the service) and data/ (training).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent

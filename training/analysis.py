@@ -16,15 +16,13 @@ import numpy as np  # noqa: E402
 
 from speech_emotion.audio import AudioError, read_audio  # noqa: E402
 from training.corpora import Corpus  # noqa: E402
+from training.plots import save_figure  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return save_figure(fig, path, dpi=100).name
 
 
 def emotion_counts(corpus: Corpus, path: Path) -> str:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speech_emotion import PROJECT_ROOT
+
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The bundled corpus, default of every command.
 DEFAULT_CORPUS = PROJECT_ROOT / "data" / "emodb"
 

@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a figure (tight layout) and free it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -33,7 +34,7 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], path: Path,
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def history_png(histories: dict[str, dict[str, list[float]]], path: Path, title: str) -> Path:
@@ -58,4 +59,4 @@ def history_png(histories: dict[str, dict[str, list[float]]], path: Path, title:
         if len(histories) <= 3:
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-#: One vocabulary across corpora; each utterance also keeps its corpus' own label.
-CANONICAL_EMOTIONS = ("angry", "boredom", "calm", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-
+#: One vocabulary across corpora (CANONICAL_EMOTIONS, below), each word with the labels corpora use for it;
+#: each utterance also keeps its corpus' own label.
 _SYNONYMS = {
     "angry": ("angry", "anger", "ang", "mad", "wut"),
     "boredom": ("boredom", "bored", "langeweile"),
@@ -24,6 +23,7 @@ _SYNONYMS = {
     "surprise": ("surprise", "surprised", "ps", "pleasant_surprise", "pleasant_surprised", "sur"),
 }
 _CANONICAL_BY_WORD = {word: emotion for emotion, words in _SYNONYMS.items() for word in words}
+CANONICAL_EMOTIONS = tuple(_SYNONYMS)
 
 
 def canonical_emotion(label: str) -> str | None:
