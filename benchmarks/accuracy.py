@@ -23,6 +23,7 @@ never their labels: the per-speaker normalisation of the published baselines in 
 
     python benchmarks/accuracy.py                         # every recipe in training/config.py RECIPES, 3 seeds
     python benchmarks/accuracy.py --recipes crnn --seeds 0 --tasks emodb-loso
+    python benchmarks/accuracy.py --recipes crnn-robust-clip --tasks emodb-tess --ray-address auto   # on a Ray cluster
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ def _run(args, runs_dir: Path) -> dict:
          "runs_dir": str(runs_dir), "cache_dir": args.cache_dir, "override": args.override or {}}
         for recipe in args.recipes for task in args.tasks for seed in args.seeds
     ]
+    if args.ray_address:
+        rows = _on_ray(specs, args.ray_address, args.ray_cpus_per_run)
+        results["jobs"] = f"ray ({args.ray_address}, {args.ray_cpus_per_run} CPU per run)"
+        results["runs"] = [r for r in rows if "error" not in r]
+        results["failed"] = [r for r in rows if "error" in r]
+        return results
     cores = os.cpu_count() or 1
     if args.jobs is None:
         # One process more than cores (when there are that many runs): a core whose run ends early does not
@@ -126,6 +133,28 @@ def _run(args, runs_dir: Path) -> dict:
     results["runs"] = [r for r in rows if "error" not in r]
     results["failed"] = [r for r in rows if "error" in r]
     return results
+
+
+def _on_ray(specs: list[dict], address: str, cpus: int) -> list[dict]:
+    """Every run as a Ray task of ``cpus`` CPUs (TensorFlow on as many threads), reported as they finish; the
+    rows in the order of ``specs``. The corpora and the cache must be readable at the same paths on the nodes."""
+    import ray
+
+    from speech_emotion.score import ray_init
+
+    started = ray_init(address)
+    try:
+        task = ray.remote(num_cpus=cpus)(run_one)
+        refs = [task.remote({**spec, "threads": cpus}) for spec in specs]
+        rows = {}
+        running = list(refs)
+        while running:
+            (ref,), running = ray.wait(running, num_returns=1)
+            rows[ref] = _report(ray.get(ref))
+        return [rows[ref] for ref in refs]
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_one(spec: dict) -> dict:
@@ -303,6 +332,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="training runs side by side, one process each (default: one more than the cores, "
                              "at most one per run; 1 on one core)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="run the training runs (recipes x tasks x seeds) as Ray tasks: 'auto', "
+                             "'ray://HEAD:10001', or 'local' (Ray started here); needs pip install '.[cluster]'")
+    parser.add_argument("--ray-cpus-per-run", type=int, default=1, metavar="N",
+                        help="with --ray-address: CPUs (and TensorFlow threads) of each run (default 1)")
     parser.add_argument("--robustness", default=True, action=argparse.BooleanOptionalAction,
                         help="score emodb-loso's test clips under the fixed degradations too (default: on)")
     parser.add_argument("--features-only", action="store_true",

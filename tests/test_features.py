@@ -104,6 +104,26 @@ def test_cache_hits_on_second_run_and_survives_renames(tmp_path, bundled_files):
     assert (other.computed, other.features[0].shape) == (2, (13, 1))
 
 
+def test_extraction_on_a_local_ray_instance_fills_the_same_cache_with_the_same_features(tmp_path, bundled_files):
+    """`train --ray-address`: the files' features computed as Ray tasks equal those of the local worker
+    processes (both one BLAS thread each: bit for bit), a corrupt file is reported by name as here, and the
+    entries land in this process's cache (a second run reads them)."""
+    pytest.importorskip("ray")
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF garbage")
+    files = [str(p) for p in bundled_files[:40]] + [str(bad)]  # more than one chunk of 32
+    settings = FEATURE_SETS["logmel-robust-clip"]
+    here = extract_features(files, settings, jobs=2, progress=False)
+    cache = FeatureCache(tmp_path / "cache")
+    there = extract_features(files, settings, cache=cache, progress=False, ray_address="local")
+    assert (there.computed, there.cached) == (40, 0)
+    assert [s.path for s in there.failed] == [s.path for s in here.failed] == [str(bad)]
+    for a, b in zip(here.features, there.features):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    again = extract_features(files, settings, cache=cache, progress=False)
+    assert (again.computed, again.cached) == (0, 40)
+
+
 def test_failed_files_are_reported_and_the_rest_extracted(tmp_path, bundled_files):
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF garbage")

@@ -1,4 +1,5 @@
-"""Feature extraction over a whole corpus: on all cores, with a progress bar, cached on disk.
+"""Feature extraction over a whole corpus: on all cores (or as Ray tasks on a cluster), with a progress bar,
+cached on disk.
 
 The cache key is the SHA-256 of the file's bytes plus the feature set's base fingerprint (the settings
 that change :meth:`FeatureSet.base`, the feature code version and librosa's version), so renaming or
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Below this many files to compute, a process pool costs more than it saves.
 _POOL_MIN_FILES = 16
+#: Files per Ray task: enough work to outweigh a task's scheduling, small enough to spread a corpus evenly.
+_RAY_CHUNK = 32
 
 
 def file_digest(path: str | Path) -> str:
@@ -110,8 +113,13 @@ def extract_features(
     cache: FeatureCache | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    ray_address: str | None = None,
 ) -> Extracted:
-    """Features of every file in ``paths``; files that cannot be decoded or analysed are reported, not fatal."""
+    """Features of every file in ``paths``; files that cannot be decoded or analysed are reported, not fatal.
+
+    ``ray_address``: compute them as Ray tasks on that cluster ("local": a Ray instance started on this
+    machine), the same function as here, :data:`_RAY_CHUNK` files a task; the paths must be readable on the
+    cluster's nodes. This process reads and writes the cache either way, so it is the same cache."""
     cache = cache or FeatureCache(None)
     retain_freed_memory()  # for the files extracted in this process (see speech_emotion/runtime.py)
     start = time.perf_counter()
@@ -138,7 +146,11 @@ def extract_features(
 
     jobs = max(1, jobs or os.cpu_count() or 1)
     bar = _progress(len(todo), settings.kind, enabled=progress and bool(todo))
-    if jobs == 1 or len(todo) < _POOL_MIN_FILES:
+    if ray_address and todo:
+        for i, (features, error) in _on_ray([paths[i] for i in todo], todo, settings, ray_address):
+            done(i, features, error)
+            bar.update()
+    elif jobs == 1 or len(todo) < _POOL_MIN_FILES:
         for i in todo:
             done(i, *_worker(paths[i], settings))
             bar.update()
@@ -155,6 +167,39 @@ def extract_features(
     result.failed.sort(key=lambda s: s.path)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _on_ray(paths: list[str], index: list[int], settings: FeatureSet, address: str):
+    """``(index, (features, error))`` for every path, as Ray tasks finish; a bounded number in flight."""
+    from speech_emotion.score import ONE_THREAD, ray_init
+
+    started = ray_init(address)
+    import ray
+
+    try:
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
+        chunks = iter([(index[k:k + _RAY_CHUNK], paths[k:k + _RAY_CHUNK]) for k in range(0, len(paths), _RAY_CHUNK)])
+        width = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        running = {}
+        for _ in range(2 * width):
+            _submit(task, chunks, settings, running)
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            yield from zip(running.pop(ref), ray.get(ref))
+            _submit(task, chunks, settings, running)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _submit(task, chunks, settings: FeatureSet, running: dict) -> None:
+    chunk = next(chunks, None)
+    if chunk is not None:
+        running[task.remote(chunk[1], settings)] = chunk[0]
+
+
+def _ray_chunk(paths: list[str], settings: FeatureSet) -> list[tuple[np.ndarray | None, str | None]]:
+    return [_worker(path, settings) for path in paths]
 
 
 def _progress(total: int, what: str, enabled: bool):

@@ -130,7 +130,7 @@ def prepare(cfg: TrainConfig, feature_set: FeatureSet) -> Prepared:
     corpus, test_corpus = _load(cfg)
     all_utts = corpus.utterances + (test_corpus.utterances if test_corpus else [])
     extracted = extract_features([u.path for u in all_utts], feature_set, cache=FeatureCache(cfg.cache_dir),
-                                 jobs=cfg.jobs, progress=cfg.progress)
+                                 jobs=cfg.jobs, progress=cfg.progress, ray_address=cfg.ray_address)
     feats_by_path = {u.path: f for u, f in zip(all_utts, extracted.features) if f is not None}
     log.info("features: %d computed, %d cached, %.1f s (%d failed)", extracted.computed, extracted.cached,
              extracted.seconds, len(extracted.failed))
@@ -154,7 +154,23 @@ def prepare(cfg: TrainConfig, feature_set: FeatureSet) -> Prepared:
 
 
 def run_training(cfg: TrainConfig) -> RunResult:
-    """Everything ``python -m training train`` does; returns where it went and what it measured."""
+    """Everything ``python -m training train`` does; returns where it went and what it measured. With
+    ``cfg.ray_address``, feature extraction and the folds run as tasks on one Ray connection."""
+    if not cfg.ray_address:
+        return _run(cfg)
+    from speech_emotion.score import ray_init
+
+    started = ray_init(cfg.ray_address)
+    try:
+        return _run(cfg)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(cfg: TrainConfig) -> RunResult:
     if cfg.protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     feature_set = resolve_features(cfg.features)
