@@ -12,6 +12,7 @@ from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
 from speech_emotion.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
+from speech_emotion.model import resolve_model_dir
 
 FRAMES = FEATURE_SETS["logmel"]
 RNG = np.random.default_rng
@@ -62,7 +63,7 @@ def test_the_fixed_normalisation_is_recorded_but_not_a_setting():
     before (and their fingerprints: feature caches, speaker profiles) read as they did."""
     data = FRAMES.to_dict()
     assert data["normalize"] == "utterance" and "normalize" not in {f.name for f in dataclasses.fields(LogMelFrames)}
-    exported = json.loads((ROOT / "models" / "emotion" / "7" / "metadata.json").read_text())["features"]
+    exported = json.loads((resolve_model_dir(ROOT / "models") / "metadata.json").read_text())["features"]
     assert settings_from_dict(exported).to_dict() == exported
     with pytest.raises(ValueError, match="normalize"):
         settings_from_dict({**data, "normalize": "speaker"})
