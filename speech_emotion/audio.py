@@ -68,6 +68,18 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return np.mean(samples, axis=1, dtype=np.float32)
 
 
+#: Resampler used everywhere (librosa.load's default), so training and service agree sample for sample.
+RESAMPLER = "soxr_hq"
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    if orig_sr == target_sr:
+        return y
+    import librosa  # here, not at the top: decoding alone does not need it
+
+    return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type=RESAMPLER)
+
+
 def _open(source: Source):
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(source)

@@ -30,22 +30,12 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from speech_emotion.audio import Audio, AudioTooShortError, to_mono
+from speech_emotion.audio import Audio, AudioTooShortError, resample, to_mono
 from speech_emotion.speech import DEFAULT_DETECTOR, SpeechDetector
 
 #: Bump when the computation behind a feature kind changes without its settings changing;
 #: it is part of every cache key, so stale cached features are never reused.
 FEATURE_CODE_VERSION = 5
-
-#: Resampler used everywhere (librosa.load's default), so training and service agree sample for sample.
-RESAMPLER = "soxr_hq"
-
-
-def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    if orig_sr == target_sr:
-        return y
-    return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type=RESAMPLER)
-
 
 @functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0,

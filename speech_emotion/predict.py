@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from speech_emotion.audio import Audio, AudioTooShortError
-from speech_emotion.features import pad_batch, resample
+from speech_emotion.audio import resample
+from speech_emotion.features import pad_batch
 from speech_emotion.model import ExportedModel
 from speech_emotion.profiles import SpeakerProfile
 from speech_emotion.speech import DEFAULT_DETECTOR, NoSpeechError, SpeechDetector

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from speech_emotion.audio import AudioError
+from speech_emotion.audio import AudioError, resample
 
 #: Rates WebRTC's detector accepts; other audio is resampled to 16 kHz first.
 _WEBRTC_RATES = (8000, 16000, 32000, 48000)
@@ -81,8 +81,6 @@ class SpeechDetector:
         import webrtcvad
 
         if sample_rate not in _WEBRTC_RATES:
-            from speech_emotion.features import resample
-
             y, sample_rate = resample(y, sample_rate, 16000), 16000
         hop = sample_rate * self.frame_ms // 1000
         n = len(y) // hop

@@ -26,7 +26,8 @@ import numpy as np
 
 from speech_emotion.audio import Audio, AudioError, read_audio
 from training.degrade import CONDITIONS, DegradeSettings, random_degradation
-from speech_emotion.features import FeatureSet, resample
+from speech_emotion.audio import resample
+from speech_emotion.features import FeatureSet
 
 log = logging.getLogger(__name__)
 

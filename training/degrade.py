@@ -48,7 +48,7 @@ import scipy.fft
 import scipy.signal
 import soundfile as sf
 
-from speech_emotion.features import resample
+from speech_emotion.audio import resample
 
 #: A fixed robustness condition: ``(y, sr, rng, others) -> degraded y``.
 Condition = Callable[[np.ndarray, int, np.random.Generator, Sequence[np.ndarray]], np.ndarray]
