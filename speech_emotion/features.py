@@ -12,7 +12,7 @@ Example::
     >>> from speech_emotion.audio import read_audio
     >>> from speech_emotion.features import FEATURE_SETS
     >>> notebook = FEATURE_SETS["notebook"]
-    >>> seed.extract(read_audio("data/emodb/wav/03a01Fa.flac")).shape
+    >>> notebook.extract(read_audio("data/emodb/wav/03a01Fa.flac")).shape
     (40, 1)
 """
 

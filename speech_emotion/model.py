@@ -71,11 +71,6 @@ class ModelMetadata:
             del data["serving"]
         return {**data, **self.extra}
 
-    @property
-    def redistributable(self) -> bool | None:
-        """Whether every corpus the model learnt from allows passing the model on (None: not recorded)."""
-        return self.training.get("redistributable")
-
 
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md

@@ -60,10 +60,15 @@ def _features(feature_set: FeatureSet, y: np.ndarray, what: str) -> np.ndarray |
         return None
 
 
+def file_seed(path: str) -> int:
+    """A clip's part of the seeds of its degradations: its file name, so every checkout draws the same ones."""
+    return zlib.crc32(Path(path).name.encode())
+
+
 def degrade_for_suite(i: int, condition: str, waves: Waveforms, speakers: Sequence[str]) -> np.ndarray:
     """Clip ``i`` under the fixed ``condition``, seeded by its file name and the condition's name (the same file
     is degraded the same way in every run, wherever the corpus lies); babble from clips of other speakers among ``waves``."""
-    rng = np.random.default_rng([zlib.crc32(Path(waves.paths[i]).name.encode()), zlib.crc32(condition.encode())])
+    rng = np.random.default_rng([file_seed(waves.paths[i]), zlib.crc32(condition.encode())])
     others = [k for k in range(len(waves.paths)) if speakers[k] != speakers[i]]
     pool = rng.choice(others, size=min(BABBLE_POOL, len(others)), replace=False) if others else []
     return CONDITIONS[condition](waves[i], RATE, rng, [waves[int(k)] for k in pool])
@@ -125,7 +130,7 @@ class DegradedCopies:
 
     def _rng(self, i: int, j: int) -> np.random.Generator:
         # Seeded by the clip's file name, not its index: the same copies in every fold, wherever the corpus lies.
-        return np.random.default_rng([self.seed, zlib.crc32(Path(self.paths[i]).name.encode()), j])
+        return np.random.default_rng([self.seed, file_seed(self.paths[i]), j])
 
     def _features(self, y: np.ndarray, i: int) -> np.ndarray | None:
         # degraded past recognition (no speech left): the item keeps its other copies
