@@ -87,7 +87,8 @@ def run(args) -> dict:
 def _run(args, runs_dir: Path) -> dict:
     shared = Path(args.shared)
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "jobs": args.jobs, "feature_seconds_per_audio_hour": {}, "runs": [], "failed": []}
+               "jobs": args.jobs, "override": args.override or {}, "feature_seconds_per_audio_hour": {}, "runs": [],
+               "failed": []}
     corpora = sorted({TASKS[t][key] for t in args.tasks for key in ("corpus", "test_corpus") if key in TASKS[t]})
     for recipe in args.recipes:
         feature_name = (args.override or {}).get("features", RECIPES[recipe]["features"])
@@ -240,7 +241,10 @@ def _rows(results: dict) -> list[dict]:
 
 def table(results: dict) -> str:
     """Mean (and spread over seeds when there are several) per recipe and task."""
-    lines = ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s (per seed) | elapsed s (all seeds) "
+    # A recipe's name says what ran only without overrides: they head the table.
+    override = results.get("override")
+    lines = [f"Every run with {json.dumps(override)} overriding its recipe.", ""] if override else []
+    lines += ["| recipe | task | protocol | seeds | accuracy | UAR | macro-F1 | train s (per seed) | elapsed s (all seeds) "
              "| features s / audio h |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
