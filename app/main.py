@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             app.state.load_error = None
             metrics.MODEL.labels(app.state.predictor.model.name, str(app.state.predictor.model.version)).set(1)
+            metrics.WORKERS_READY.set(1)
         except Exception as exc:  # any reason at all: stay up and report it on /health
             app.state.load_error = f"{type(exc).__name__}: {exc}"
             log.error("no model loaded from %s: %s", settings.model_path, app.state.load_error)

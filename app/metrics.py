@@ -30,6 +30,18 @@ QUEUE_DEPTH = Gauge("ser_queue_depth", "POST /predict and /profile requests held
                     multiprocess_mode="livesum")
 MODEL = Gauge("ser_model_info", "the served model: its name and version as labels, value 1",
               ["name", "version"], multiprocess_mode="max")
+WORKERS_READY = Gauge("ser_workers_ready", "worker processes that have loaded the model and serve",
+                      multiprocess_mode="livesum")
+
+
+def workers_ready() -> int | None:
+    """How many worker processes have loaded the model (:data:`WORKERS_READY` summed over the live workers'
+    files), or None with one process, which knows that by itself."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return int(registry.get_sample_value("ser_workers_ready") or 0)
 
 
 def exposition() -> tuple[bytes, str]:

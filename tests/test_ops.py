@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -140,6 +142,40 @@ def test_probes_live_and_ready(client, tmp_path):
         assert no_model.get("/health/live").status_code == 200
         r = no_model.get("/health/ready")
         assert r.status_code == 503 and str(tmp_path) in r.json()["reason"]
+
+
+def _worker_marks_ready(folder) -> int:
+    """A separate process that records, as a worker does once its model is loaded, that it is ready, into the
+    shared metrics ``folder``; returns its pid."""
+    proc = subprocess.run([sys.executable, "-c", "import os; from app import metrics; "
+                           "metrics.WORKERS_READY.set(1); print(os.getpid())"], cwd=ROOT, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    return int(proc.stdout)
+
+
+def test_ready_only_once_every_worker_has_loaded_the_model(client, tmp_path, monkeypatch):
+    """With several workers, /health/ready counts the workers that have loaded the model (their files in the
+    folder the workers share) and answers 503 until all have; /health speaks for the answering worker alone."""
+    from prometheus_client import multiprocess
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    settings = client.app.state.settings
+    client.app.state.settings = settings.model_copy(update={"workers": 2})
+    def not_ready(loaded: int) -> bool:
+        r = client.get("/health/ready")
+        return r.status_code == 503 and r.json()["reason"] == f"{loaded} of 2 workers have loaded the model"
+
+    try:
+        assert not_ready(0) and client.get("/health").status_code == 200
+        first = _worker_marks_ready(tmp_path)
+        assert not_ready(1)
+        _worker_marks_ready(tmp_path)
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json() == client.get("/health").json()
+        multiprocess.mark_process_dead(first, str(tmp_path))  # a worker died: not ready until it is back
+        assert not_ready(1)
+    finally:
+        client.app.state.settings = settings
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")

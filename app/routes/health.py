@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app import metrics
 from app.schemas import HealthResponse, ModelRef
 
 router = APIRouter(tags=["service"])
@@ -38,12 +39,23 @@ async def live() -> HealthResponse:
     response_model=HealthResponse,
     response_model_exclude_none=True,
     summary="Readiness: send traffic here",
-    description="200 with the model once it is loaded and warmed up and the worker is not shutting down; "
-                "503 with the reason otherwise (model loading or failed, or draining after SIGTERM).",
+    description="200 with the model once every worker process has loaded and warmed it up and this worker is "
+                "not shutting down; 503 with the reason otherwise (model loading or failed, some workers still "
+                "loading, or draining after SIGTERM).",
     responses={503: {"model": HealthResponse, "description": "not ready; 'reason' says why"}},
 )
 async def ready(request: Request):
-    return _model_status(request, draining=request.app.state.draining)
+    status = _model_status(request, draining=request.app.state.draining)
+    workers = request.app.state.settings.workers
+    if isinstance(status, JSONResponse) or workers == 1:
+        return status
+    # Each worker listens only once its model is loaded, and the kernel gives new connections only to the
+    # workers listening: traffic sent when the first is ready all goes to it, and keep-alive connections
+    # (a load balancer's, a client pool's) stay there. So the instance is ready when every worker is.
+    loaded = metrics.workers_ready()
+    if loaded is not None and loaded < workers:
+        return _unavailable(f"{loaded} of {workers} workers have loaded the model")
+    return status
 
 
 def _model_status(request: Request, *, draining: bool):
@@ -55,6 +67,10 @@ def _model_status(request: Request, *, draining: bool):
     elif predictor is None:
         reason = request.app.state.load_error or "model not loaded yet"
     if reason is not None:
-        return JSONResponse(HealthResponse(status="unavailable", reason=reason).model_dump(exclude_none=True),
-                            status_code=503)
+        return _unavailable(reason)
     return HealthResponse(status="ok", model=ModelRef(name=predictor.model.name, version=predictor.model.version))
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse(HealthResponse(status="unavailable", reason=reason).model_dump(exclude_none=True),
+                        status_code=503)
