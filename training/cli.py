@@ -202,9 +202,13 @@ def _add_degrade(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run's final model as a SavedModel for the service",
                        description="Export RUN_DIR/model.keras to <models-dir>/<name>/<version>/ (TensorFlow "
-                                   "Serving layout) with metadata.json built from the run's metrics.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
-    p.add_argument("--name", default="emotion", help="model name (default: emotion)")
+                                   "Serving layout) with metadata.json built from the run's metrics. Given an "
+                                   "earlier export (models/<name>/<version>) instead, write its weights and "
+                                   "metadata again as a new version with this version's serving graph; the "
+                                   "new export must answer as the old one does.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train', or an exported model")
+    p.add_argument("--name", default=None,
+                   help="model name (default: emotion, or the exported model's own name)")
     p.add_argument("--models-dir", default=str(TrainConfig().models_dir), help="default: models")
     p.add_argument("--version", type=int, default=None, help="version number (default: newest + 1)")
 
@@ -360,9 +364,13 @@ def _degrade(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export import export_run
+    from training.export import export_run, reexport
 
-    out = export_run(args.run_dir, args.name, models_dir=args.models_dir, version=args.version)
+    source = Path(args.run_dir)
+    if (source / "saved_model.pb").is_file():  # a version folder of an earlier export
+        out = reexport(source, args.name, models_dir=args.models_dir, version=args.version)
+    else:
+        out = export_run(source, args.name or "emotion", models_dir=args.models_dir, version=args.version)
     print(f"exported model: {out}")
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -17,6 +18,52 @@ from speech_emotion.model import (INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNAT
                                   library_versions, model_versions)
 
 log = logging.getLogger(__name__)
+
+#: How far the exported signature's probabilities may be from the Keras model's (float rounding only).
+EXPORT_TOLERANCE = 1e-4
+
+
+def probe_batch(shape: tuple[int | None, ...], seed: int = 0):
+    """A fixed batch of three inputs of ``shape`` (``None`` steps: 301, 157 and 40 real frames, zero-padded
+    as the service pads a batch), for checking that two graphs compute the same function."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if shape[0] is not None:
+        return rng.normal(size=(3, *shape)).astype(np.float32)
+    batch = np.zeros((3, 301, *shape[1:]), dtype=np.float32)
+    for row, length in enumerate((301, 157, 40)):
+        batch[row, :length] = rng.normal(size=(length, *shape[1:]))
+    return batch
+
+
+def check_export(path: str | Path, reference, shape: tuple[int | None, ...]) -> float:
+    """Load the SavedModel at ``path`` and compare its serving signature with ``reference`` (a function of a
+    batch, returning probabilities) on :func:`probe_batch`; raise if they differ by more than float rounding.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    batch = probe_batch(shape)
+    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    got = signature(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy()
+    # one row at a time too: a row's answer must not depend on what it is batched with
+    alone = np.concatenate([signature(**{INPUT_NAME: tf.constant(batch[i:i + 1, :_length(row)])})[OUTPUT_NAME].numpy()
+                            for i, row in enumerate(batch)])
+    expected = np.asarray(reference(batch))
+    difference = float(max(np.abs(got - expected).max(), np.abs(alone - expected).max()))
+    if not difference <= EXPORT_TOLERANCE:
+        raise RuntimeError(f"the exported signature at {path} answers up to {difference:.2g} away from the Keras "
+                           f"model (at most {EXPORT_TOLERANCE:g} allowed): not exported")
+    return difference
+
+
+def _length(row) -> int:
+    """Real frames of a zero-padded input row."""
+    import numpy as np
+
+    real = np.flatnonzero(np.abs(row.reshape(len(row), -1)).sum(axis=1))
+    return int(real[-1]) + 1 if len(real) else 1
 
 
 def export_model(
@@ -30,6 +77,8 @@ def export_model(
     import keras
     import tensorflow as tf
 
+    from training.serving_graph import fused_recurrence
+
     base = Path(models_dir) / name
     version = version if version is not None else (model_versions(base) or [0])[-1] + 1
     target = base / str(version)
@@ -42,12 +91,16 @@ def export_model(
         shape = tuple(model.inputs[0].shape[1:])
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            name="serve",
-            fn=lambda features: {OUTPUT_NAME: model(features, training=False)},
-            input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
-        )
-        archive.write_out(str(tmp), verbose=False)
+        with fused_recurrence(model) as fused:
+            archive.add_endpoint(
+                name="serve",
+                fn=lambda features: {OUTPUT_NAME: model(features, training=False)},
+                input_signature=[tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)],
+            )
+            archive.write_out(str(tmp), verbose=False)
+        if fused:
+            log.info("serving graph: %d bidirectional LSTM layer(s) fused", fused)
+        check_export(tmp, lambda x: model(x, training=False).numpy(), shape)
         record = ModelMetadata.from_dict({
             "name": name,
             "version": version,
@@ -178,3 +231,54 @@ def export_run(run_dir: str | Path, name: str, *, models_dir: str | Path, versio
     model = keras.models.load_model(run_dir / "model.keras")
     return export_trained(model, metrics, config, utterances, run_dir.name, name, models_dir=models_dir,
                           version=version)
+
+
+def reexport(source: str | Path, name: str | None = None, *, models_dir: str | Path,
+             version: int | None = None) -> Path:
+    """Write an earlier export again with this version's export code (its serving graph), same weights:
+    ``python -m training export models/<name>/<version>``.
+
+    The Keras model is rebuilt from the metadata's builder and arguments and given the SavedModel's
+    variables by name; it must answer as the old signature does (:func:`check_export`), and the new export
+    as it does. The metadata is carried over as it is, with where it came from added to ``training``.
+    """
+    import tensorflow as tf
+
+    from speech_emotion.model import resolve_model_dir
+    from training.models import MODEL_BUILDERS
+
+    source = resolve_model_dir(source)
+    old = ModelMetadata.from_dict(json.loads((source / METADATA_FILE).read_text()), str(source / METADATA_FILE))
+    builder = old.model.get("builder")
+    if builder not in MODEL_BUILDERS:
+        raise ValueError(f"{source}: model builder {builder!r} is not one of {', '.join(MODEL_BUILDERS)}")
+    shape = tuple(old.input["shape"][1:])
+    model = MODEL_BUILDERS[builder](shape, len(old.labels), **old.model.get("args", {}))
+    loaded = tf.saved_model.load(str(source))
+    # Variables are written in the model's own order; names agree up to the numbers Keras appends to
+    # automatic layer names (forward_lstm_2), which count the layers made before in the process. Seed
+    # generators' state (dropout's random stream) does nothing at inference.
+    saved = [v for v in loaded.variables if "seed_generator" not in v.name]
+    wanted = [v for v in model.variables if "seed_generator" not in v.path]
+    pairs = list(zip(wanted, saved))
+    if len(saved) != len(wanted) or any(_unnumbered(w.path) != _unnumbered(s.name.removesuffix(":0"))
+                                        or tuple(w.shape) != tuple(s.shape) for w, s in pairs):
+        raise ValueError(f"{source}'s variables are not those of a {builder} model with arguments "
+                         f"{old.model.get('args', {})} as this version builds it")
+    for variable, value in pairs:
+        variable.assign(value.numpy())
+    check_export(source, lambda x: model(x, training=False).numpy(), shape)
+
+    sections = old.to_dict()
+    for key in ("name", "version", "format", "signature", "input", "output", "versions", "created"):
+        sections.pop(key, None)
+    sections["training"] = {**sections.get("training", {}),
+                            "reexported_from": {"model": f"{old.name}/{old.version}", "created": old.created,
+                                                "versions": old.versions}}
+    out = export_model(model, models_dir, name or old.name, sections, version=version)
+    log.info("exported %s (the weights of %s)", out, source)
+    return out
+
+
+def _unnumbered(path: str) -> str:
+    return re.sub(r"_\d+(?=/|$)", "", path)
