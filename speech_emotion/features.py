@@ -90,6 +90,8 @@ def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int, win_length:
 
 #: Energy of a YIN integration window below which it holds no signal (one 16-bit LSB squared is ~1e-9).
 SILENCE_ENERGY = 1e-10
+#: How many lags YIN walks on from the first dip under its threshold to that dip's local minimum.
+_WALK = 8
 
 
 def yin(y: np.ndarray, sample_rate: int, *, hop_length: int, frame_length: int, fmin: float = 60.0,
@@ -117,30 +119,37 @@ def yin(y: np.ndarray, sample_rate: int, *, hop_length: int, frame_length: int, 
     acf = scipy.fft.irfft(spectrum * np.conj(scipy.fft.rfft(frames[:, :window_len], frame_length, axis=1)),
                           frame_length, axis=1)[:, : max_lag + 1]
     # Energy of the window starting at every sample, from one running sum; every frame's lagged windows
-    # are a strided view of it.
+    # are a strided view of it (no copy).
     running = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
     energy = (running[window_len:] - running[:-window_len]).astype(np.float32)
-    starts = np.arange(frames.shape[0]) * hop_length
-    e_tau = np.lib.stride_tricks.sliding_window_view(energy, max_lag + 1)[starts]  # (n, max_lag + 1)
-    diff = np.maximum(e_tau[:, :1] + e_tau - 2 * acf, 0.0)
+    step = energy.strides[0]
+    e_tau = np.lib.stride_tricks.as_strided(energy, (frames.shape[0], max_lag + 1), (hop_length * step, step),
+                                            writeable=False)  # (n, max_lag + 1)
+    diff = e_tau + e_tau[:, :1]
+    acf *= 2
+    diff -= acf
+    np.maximum(diff, 0.0, out=diff)
     diff[:, 0] = 0.0
-    cumulative = np.cumsum(diff[:, 1:], axis=1)
-    cumulative /= np.arange(1, max_lag + 1, dtype=np.float32)
-    cmnd = np.ones_like(diff)
-    cmnd[:, 1:] = diff[:, 1:] / np.maximum(cumulative, 1e-12)
-    search = cmnd[:, min_lag:max_lag]
+    # The cumulative mean normalised difference, at the lags the search reads only (min_lag .. max_lag - 1).
+    cumulative = np.cumsum(diff[:, 1:max_lag], axis=1)
+    cumulative /= np.arange(1, max_lag, dtype=np.float32)
+    np.maximum(cumulative, 1e-12, out=cumulative)
+    search = diff[:, min_lag:max_lag] / cumulative[:, min_lag - 1:]
+    width = search.shape[1]
     below = search < threshold
     # First dip under the threshold (YIN's absolute threshold step), else the global minimum.
     lag = np.where(below.any(axis=1), np.argmax(below, axis=1), np.argmin(search, axis=1))
-    # Walk down to the local minimum of that dip.
+    # Walk down to the local minimum of that dip, at most _WALK lags further: read the lags ahead of each
+    # frame's at once and advance by how many steps in a row go down.
+    ahead = np.arange(_WALK + 1)
+    values = np.take_along_axis(search, np.minimum(lag[:, None] + ahead, width - 1), axis=1)
+    down = (values[:, 1:] < values[:, :-1]) & (lag[:, None] + ahead[1:] < width)
+    lag = lag + np.where(down.all(axis=1), _WALK, np.argmin(down, axis=1))
     rows = np.arange(len(lag))
-    for _ in range(8):
-        step = (lag + 1 < search.shape[1]) & (search[rows, np.minimum(lag + 1, search.shape[1] - 1)] < search[rows, lag])
-        lag = lag + step
     best = search[rows, lag]
     # Parabolic interpolation around the minimum for a sub-sample period.
     left = search[rows, np.maximum(lag - 1, 0)]
-    right = search[rows, np.minimum(lag + 1, search.shape[1] - 1)]
+    right = search[rows, np.minimum(lag + 1, width - 1)]
     curvature = left - 2 * best + right
     shift = np.where(curvature > 1e-12, 0.5 * (left - right) / np.maximum(curvature, 1e-12), 0.0)
     period = lag + min_lag + np.clip(shift, -0.5, 0.5)
