@@ -3,7 +3,8 @@
 
 Measured in one run, on real 3-second WAV clips cut from the bundled EMO-DB:
   1. in process, per clip: decode + features + model call through the SavedModel signature (the service's
-     path), and the same with Keras ``model.predict`` instead (the naive path): p50/p95 latency;
+     path), and the same with Keras ``model.predict`` instead (the naive path): p50/p95 latency; each path
+     runs ``--block`` requests in a row, then the other as many;
   2. over HTTP: ``python -m app`` (uvicorn) and ``benchmarks/naive_service.py`` (model.predict per request)
      each started as a process (the same launcher, ``app.server``, and the same number of workers) and
      loaded by C concurrent keep-alive connections for T seconds: requests/s, p50/p95/p99 latency, errors,
@@ -64,7 +65,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ in process
 
 
-def in_process(model_path: str, clips, iterations: int) -> dict:
+def in_process(model_path: str, clips, iterations: int, block: int = 20) -> dict:
     import keras
 
     from app.inference import Predictor
@@ -84,20 +85,29 @@ def in_process(model_path: str, clips, iterations: int) -> dict:
     naive.predict(prepared[0][1][None], verbose=0)
     stages = {"decode+features": [], "model (signature)": [], "total (service path)": [],
               "model (keras predict)": [], "total (naive path)": []}
-    for i in range(iterations):
-        name, data = clips[i % len(clips)]
-        t0 = time.perf_counter()
-        _, features = predictor.prepare(data, name)
-        t1 = time.perf_counter()
-        exported.predict(features[None])
-        t2 = time.perf_counter()
-        naive.predict(features[None], verbose=0)
-        t3 = time.perf_counter()
-        stages["decode+features"].append(t1 - t0)
-        stages["model (signature)"].append(t2 - t1)
-        stages["total (service path)"].append(t2 - t0)
-        stages["model (keras predict)"].append(t3 - t2)
-        stages["total (naive path)"].append((t1 - t0) + (t3 - t2))
+    # Each path runs ``block`` requests in a row, then the other path as many: a server runs one path, request
+    # after request, and interleaving the two per request (block 1) makes each evict the other's caches and
+    # code from the CPU's caches (both look slower). Either way, both paths see the same clips, in the same
+    # order, over the same stretch of time.
+    for start in range(0, iterations, block):
+        batch = [clips[i % len(clips)] for i in range(start, min(start + block, iterations))]
+        for name, data in batch:
+            t0 = time.perf_counter()
+            _, features = predictor.prepare(data, name)
+            t1 = time.perf_counter()
+            exported.predict(features[None])
+            t2 = time.perf_counter()
+            stages["decode+features"].append(t1 - t0)
+            stages["model (signature)"].append(t2 - t1)
+            stages["total (service path)"].append(t2 - t0)
+        for name, data in batch:
+            t0 = time.perf_counter()
+            _, features = predictor.prepare(data, name)
+            t1 = time.perf_counter()
+            naive.predict(features[None], verbose=0)
+            t2 = time.perf_counter()
+            stages["model (keras predict)"].append(t2 - t1)
+            stages["total (naive path)"].append(t2 - t0)
     return {name: percentiles(values) for name, values in stages.items()}
 
 
@@ -263,6 +273,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--clips", type=int, default=24, help="distinct 3 s clips (default 24)")
     parser.add_argument("--iterations", type=int, default=300, help="in-process iterations (default 300)")
+    parser.add_argument("--block", type=int, default=20,
+                        help="in process, requests of one path in a row before the other's (default 20; 1 "
+                             "interleaves them per request, as runs before 2026-12-02 did)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline over HTTP")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -273,12 +286,13 @@ def main() -> int:
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                "clip_seconds": CLIP_SECONDS, "clips": len(clips), "concurrency": args.concurrency,
-               "seconds": args.seconds, "models": []}
+               "seconds": args.seconds, "in_process_iterations": args.iterations,
+               "in_process_block": args.block, "models": []}
     for model in args.models:
         version_dir = resolve_model_dir(model)
         meta = json.loads((version_dir / "metadata.json").read_text())
         entry = {"path": str(version_dir), "name": meta["name"], "version": meta["version"],
-                 "features": meta["features"]["kind"], "in_process": in_process(str(version_dir), clips, args.iterations),
+                 "features": meta["features"]["kind"], "in_process": in_process(str(version_dir), clips, args.iterations, args.block),
                  "http": []}
         tag = f"{meta['name']}/{meta['version']} ({meta['features']['kind']})"
         for stage, p in entry["in_process"].items():
@@ -315,7 +329,8 @@ def main() -> int:
 
 
 def report(results: dict) -> str:
-    lines = ["In process, one 3 s WAV clip at a time (p50 / p95 ms):", "",
+    block = results.get("in_process_block", 1)
+    lines = [f"In process, one 3 s WAV clip at a time, each path {block} request(s) in a row (p50 / p95 ms):", "",
              "| model | decode + features | model call (signature) | service path | model.predict | naive path "
              "| naive / service |", "|---|---|---|---|---|---|---|"]
     for m in results["models"]:
