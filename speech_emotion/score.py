@@ -188,10 +188,10 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 
 @contextlib.contextmanager
-def _environment(variables: dict[str, str]):
-    """``variables`` in the environment, which worker processes started inside inherit; restored after."""
-    saved = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
+def _one_thread_each():
+    """:data:`ONE_THREAD` in the environment that worker processes started inside inherit."""
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)
     try:
         yield
     finally:
@@ -209,7 +209,7 @@ def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> It
             yield score_chunk(chunk, settings)
         return
     # spawn, not fork: TensorFlow's threads do not survive a fork
-    with _environment(ONE_THREAD), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+    with _one_thread_each(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
                                                  initargs=(settings.model,)) as pool:
         todo = iter(chunks)
         running = {pool.submit(score_chunk, c, settings) for c in _take(todo, 2 * jobs)}
@@ -220,36 +220,19 @@ def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> It
                 running |= {pool.submit(score_chunk, c, settings) for c in _take(todo, 1)}
 
 
-def ray_init(address: str, worker_env: dict[str, str] | None = None) -> bool:
+def ray_init(address: str) -> bool:
     """Connect to Ray at ``address`` ("local" starts it on this machine, else as ``ray.init(address=...)``:
     "auto", "ray://head:10001"); True when this call started it (and should shut it down). Also training's
-    way in (training/cluster.py). ImportError when Ray is not installed. ``worker_env``: variables that a Ray
-    started here gives every worker process it starts (see :func:`one_thread_task`)."""
+    way in (training/cluster.py). ImportError when Ray is not installed."""
     try:
         import ray
     except ImportError:
         raise ImportError("--ray-address needs Ray: pip install '.[cluster]'") from None
     if ray.is_initialized():
         return False
-    local = address == "local"
-    with _environment(worker_env if local and worker_env else {}):  # the workers inherit Ray's environment
-        ray.init(address=None if local else address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     return True
-
-
-def one_thread_task(fn, address: str, started: bool):
-    """``fn`` as a Ray task of one CPU whose numerical libraries run one thread each (:data:`ONE_THREAD`).
-    ``address`` and ``started``: what :func:`ray_init` was given and returned. On a Ray that it started here
-    (``address`` "local") with ``worker_env=ONE_THREAD``, every worker has those
-    variables already and the task runs on the workers Ray starts with it; elsewhere the task carries them
-    as its runtime environment, for which Ray starts workers of their own (each importing everything again:
-    seconds more before the first result on a small machine)."""
-    import ray
-
-    if started and address == "local":
-        return ray.remote(num_cpus=1)(fn)
-    return ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(fn)
 
 
 def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> Iterator[list[dict[str, Any]]]:
@@ -257,13 +240,13 @@ def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> I
     ``ray.init(address=...)``: "auto", "ray://head:10001"). The recordings' paths must be readable on the
     cluster's nodes (a shared file system), and the model folder too."""
     try:
-        started = ray_init(address, worker_env=ONE_THREAD)
+        started = ray_init(address)
     except ImportError as exc:
         raise ScoreError(str(exc)) from None
     import ray
 
     try:
-        task = one_thread_task(_ray_chunk, address, started)
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
         todo = iter(chunks)
         width = max(1, int(ray.cluster_resources().get("CPU", 1)))
         running = [task.remote(c, settings) for c in _take(todo, 2 * width)]

@@ -171,13 +171,13 @@ def extract_features(
 
 def _on_ray(paths: list[str], index: list[int], settings: FeatureSet, address: str):
     """``(index, (features, error))`` for every path, as Ray tasks finish; a bounded number in flight."""
-    from speech_emotion.score import ONE_THREAD, one_thread_task, ray_init
+    from speech_emotion.score import ONE_THREAD, ray_init
 
-    started = ray_init(address, worker_env=ONE_THREAD)
+    started = ray_init(address)
     import ray
 
     try:
-        task = one_thread_task(_ray_chunk, address, started)
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
         chunks = iter([(index[k:k + _RAY_CHUNK], paths[k:k + _RAY_CHUNK]) for k in range(0, len(paths), _RAY_CHUNK)])
         width = max(1, int(ray.cluster_resources().get("CPU", 1)))
         running = {}
