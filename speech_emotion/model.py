@@ -148,20 +148,27 @@ class ExportedModel:
         return self.metadata.serving or serving_defaults(self.features, [])
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExportedModel":
-        import tensorflow as tf
-
+    def load(cls, path: str | Path, *, graph: bool = True) -> "ExportedModel":
+        """The export at ``path``. ``graph=False``: its metadata and feature settings only, without importing
+        TensorFlow (for processes that compute features and never call the model); :meth:`predict` then
+        raises."""
         path = resolve_model_dir(path)
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
             raise ModelNotFoundError(f"{path} has no {METADATA_FILE}; export models with `python -m training`")
         metadata = ModelMetadata.from_dict(json.loads(meta_path.read_text()), str(meta_path))
-        loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures[metadata.signature]
+        loaded = signature = None
+        if graph:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures[metadata.signature]
         return cls(path, metadata, settings_from_dict(metadata.features), list(metadata.labels), loaded, signature)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probabilities for a batch ``(batch, steps, dims)``; one row per input, columns in label order."""
+        if self._signature is None:
+            raise RuntimeError(f"{self.path} was loaded without its graph (graph=False): it cannot predict")
         import tensorflow as tf
 
         out = self._signature(**{INPUT_NAME: tf.constant(features, dtype=tf.float32)})

@@ -34,7 +34,7 @@ class Segment:
 class Prepared:
     """A clip's model inputs and what is needed to read the model's answer for them."""
 
-    audio: Audio
+    audio: Audio | None  # None where only the answer is still to come (bulk scoring sends the rest on)
     speech_seconds: float  # speech the detector found in the whole clip
     whole: bool  # inputs[0] is the whole clip
     spans: list[tuple[float, float]]  # the windows (empty when the whole clip is the answer and no timeline)

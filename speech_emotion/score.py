@@ -6,15 +6,19 @@
 
 The same decoding, speech detection, features, windows and SavedModel as the service
 (:class:`speech_emotion.predict.Analyser`); no upload size or length limit. Files are scored in chunks, each
-chunk's inputs in batched model calls, the chunks spread over worker processes (or Ray tasks). Each finished
-chunk is appended to ``<output>.partial.jsonl``; an interrupted run started again with the same output skips
-the files already done, and the output is written, in input order, once every file is.
+chunk's inputs in batched model calls. On local cores, worker processes (one per core) decode the chunks and
+compute their features, and one more process, the only one that imports TensorFlow and loads the model,
+makes the model calls: importing TensorFlow is most of a worker's start-up, and a batched model call takes a
+fraction of a clip's feature time. On Ray each task does both for its chunk. Each finished chunk is appended
+to ``<output>.partial.jsonl``; an interrupted run started again with the same output skips the files already
+done, and the output is written, in input order, once every file is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -83,16 +87,20 @@ class ScoreSettings:
     batch: int = 32  # model inputs per call
 
 
-_ANALYSERS: dict[str, Any] = {}  # per process (a worker, a Ray worker): the loaded model, loaded once
+#: Per process (a worker, a Ray worker), by model and whether its graph is loaded: loaded once.
+_ANALYSERS: dict[tuple[str, bool], Any] = {}
 
 
-def _analyser(model: str):
-    if model not in _ANALYSERS:
+def _analyser(model: str, graph: bool = True):
+    """The model's Analyser; ``graph=False``: without the SavedModel (no TensorFlow), for features only."""
+    if (model, True) in _ANALYSERS:
+        return _ANALYSERS[model, True]
+    if (model, graph) not in _ANALYSERS:
         from speech_emotion.model import ExportedModel
         from speech_emotion.predict import Analyser
 
-        _ANALYSERS[model] = Analyser(ExportedModel.load(model))
-    return _ANALYSERS[model]
+        _ANALYSERS[model, graph] = Analyser(ExportedModel.load(model, graph=graph))
+    return _ANALYSERS[model, graph]
 
 
 def model_labels(model: str) -> tuple[list[str], str]:
@@ -107,17 +115,31 @@ def model_labels(model: str) -> tuple[list[str], str]:
 def score_chunk(paths: list[str], settings: ScoreSettings) -> list[dict[str, Any]]:
     """Rows for ``paths`` (in order): each file decoded and prepared, then every input in batched model calls.
     A file that cannot be scored gets a row with its error instead of failing the chunk."""
-    from speech_emotion.features import pad_batch
+    return answer_chunk(prepare_chunk(paths, settings), settings)
 
-    analyser = _analyser(settings.model)
-    prepared, rows = [], []
+
+def prepare_chunk(paths: list[str], settings: ScoreSettings) -> list[tuple[str, Any]]:
+    """Each path with its model inputs (a :class:`speech_emotion.predict.Prepared` without its audio) or the
+    error that stops it from being scored. No model call: a process that only prepares never loads one."""
+    analyser = _analyser(settings.model, graph=False)
+    prepared: list[tuple[str, Any]] = []
     for path in paths:
         try:
-            prepared.append((path, analyser.prepare(read_audio(path), timeline=settings.timeline)))
+            p = analyser.prepare(read_audio(path), timeline=settings.timeline)
+            prepared.append((path, dataclasses.replace(p, audio=None)))  # the samples are not needed further
         except AudioError as exc:  # undecodable, too short, no speech: named in the row
             prepared.append((path, str(exc)))
         except OSError as exc:
             prepared.append((path, f"{path}: {exc.strerror or exc}"))
+    return prepared
+
+
+def answer_chunk(prepared: list[tuple[str, Any]], settings: ScoreSettings) -> list[dict[str, Any]]:
+    """Rows for the output of :func:`prepare_chunk`: every input in batched model calls, then each file's answer."""
+    from speech_emotion.features import pad_batch
+
+    analyser = _analyser(settings.model)
+    rows: list[dict[str, Any]] = []
     inputs = [x for _, p in prepared if not isinstance(p, str) for x in p.inputs]
     # Batches of inputs of similar length: less padding to compute (padding frames are masked, so the answers
     # are those of each input alone, to float rounding).
@@ -165,6 +187,14 @@ def columns(labels: list[str], timeline: bool) -> list[str]:
 # ------------------------------------------------------------------------------------------------ engines
 
 
+def _features_init(model: str) -> None:
+    """A process that decodes and computes features only: the model's settings, no TensorFlow."""
+    from speech_emotion.runtime import retain_freed_memory
+
+    retain_freed_memory()
+    _analyser(model, graph=False)
+
+
 def _worker_init(model: str) -> None:
     """One model per worker process, on one thread: the processes are the parallelism. (One thread also makes
     the model's sums run in one order, so a worker process and a Ray worker answer to the last digit alike.)"""
@@ -203,21 +233,31 @@ def _one_thread_each():
 
 
 def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows per chunk as chunks finish: in this process (``jobs`` 1) or on ``jobs`` worker processes."""
+    """Rows per chunk as chunks finish: in this process (``jobs`` 1), or with ``jobs`` worker processes
+    preparing chunks and one more making their model calls (the only one with TensorFlow)."""
     if jobs <= 1:
         for chunk in chunks:
             yield score_chunk(chunk, settings)
         return
-    # spawn, not fork: TensorFlow's threads do not survive a fork
-    with _one_thread_each(), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
-                                                 initargs=(settings.model,)) as pool:
+    spawn = get_context("spawn")  # not fork: TensorFlow's threads do not survive a fork
+    with _one_thread_each(), \
+            ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_features_init,
+                                initargs=(settings.model,)) as preparers, \
+            ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_init,
+                                initargs=(settings.model,)) as model:
         todo = iter(chunks)
-        running = {pool.submit(score_chunk, c, settings) for c in _take(todo, 2 * jobs)}
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+        preparing = {preparers.submit(prepare_chunk, c, settings) for c in _take(todo, 2 * jobs)}
+        answering: set = set()
+        while preparing or answering:
+            done, _ = wait(preparing | answering, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
-                running |= {pool.submit(score_chunk, c, settings) for c in _take(todo, 1)}
+                if future in preparing:
+                    preparing.remove(future)
+                    answering.add(model.submit(answer_chunk, future.result(), settings))
+                    preparing |= {preparers.submit(prepare_chunk, c, settings) for c in _take(todo, 1)}
+                else:
+                    answering.remove(future)
+                    yield future.result()
 
 
 def ray_init(address: str) -> bool:
