@@ -7,9 +7,9 @@ is not all there is to measure.
   1. baseline: ``python -m app`` (uvicorn, its default settings) started as a process, and one client
      sending each file to ``POST /predict`` in turn over a keep-alive connection (the straightforward way to
      score an archive with the service); the server's start-up (loading the model) is not counted;
-  2. ``score`` on all local cores (``jobs``, default one per core), from its start to the written file: the
-     workers' start-up (importing TensorFlow, loading the model) is counted, and shown apart as the time
-     until the first chunk's rows came back;
+  2. ``score`` on all local cores (``jobs``, default one per core), from its start to the written file:
+     start-up (the workers', and the model process's: importing TensorFlow, loading the model) is counted,
+     and shown apart as the time until the first chunk's rows came back;
   3. with ``--ray``: the same on a local Ray instance (``ray_address="local"``), Ray's start included.
 For each: recordings/s and audio hours scored per hour, overall and after the first chunk, the ratio to the
 baseline; whether every answer equals the service's (same emotion, probabilities within 2e-5); and whether

@@ -275,10 +275,16 @@ def ray_init(address: str) -> bool:
     return True
 
 
+#: Ray: one model actor per this many CPUs of preparing tasks (a batched model call takes a fraction of the
+#: time a chunk's decoding and features take).
+PREPARERS_PER_MODEL = 4
+
+
 def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> Iterator[list[dict[str, Any]]]:
-    """Rows per chunk as Ray tasks finish (``address``: "local" starts Ray on this machine, else as
-    ``ray.init(address=...)``: "auto", "ray://head:10001"). The recordings' paths must be readable on the
-    cluster's nodes (a shared file system), and the model folder too."""
+    """Rows per chunk as they finish on Ray (``address``: "local" starts Ray on this machine, else as
+    ``ray.init(address=...)``: "auto", "ray://head:10001"): as on local cores, tasks of one CPU prepare the
+    chunks and actors holding the model (one per :data:`PREPARERS_PER_MODEL` CPUs) answer them. The
+    recordings' paths must be readable on the cluster's nodes (a shared file system), and the model folder too."""
     try:
         started = ray_init(address)
     except ImportError as exc:
@@ -286,23 +292,46 @@ def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> I
     import ray
 
     try:
-        task = ray.remote(num_cpus=1, runtime_env={"env_vars": ONE_THREAD})(_ray_chunk)
-        todo = iter(chunks)
+        env = {"env_vars": ONE_THREAD}
+        prepare = ray.remote(num_cpus=1, runtime_env=env)(_ray_prepare)
         width = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        running = [task.remote(c, settings) for c in _take(todo, 2 * width)]
-        while running:
-            done, running = ray.wait(running, num_returns=1)
+        # An actor takes no CPU from the tasks' share: it is busy a fraction of the time they are.
+        answerer = ray.remote(num_cpus=0, runtime_env=env)(_RayAnswerer)
+        answerers = [answerer.remote(settings.model) for _ in range(max(1, width // PREPARERS_PER_MODEL))]
+        load = [0] * len(answerers)
+        todo = iter(chunks)
+        preparing = [prepare.remote(c, settings) for c in _take(todo, 2 * width)]
+        answering: dict[Any, int] = {}
+        while preparing or answering:
+            done, _ = ray.wait(preparing + list(answering), num_returns=1)
             for ref in done:
-                yield ray.get(ref)
-                running += [task.remote(c, settings) for c in _take(todo, 1)]
+                if ref in answering:
+                    load[answering.pop(ref)] -= 1
+                    yield ray.get(ref)
+                    continue
+                preparing.remove(ref)
+                k = load.index(min(load))  # the least busy actor; the prepared chunk goes to it, not here
+                load[k] += 1
+                answering[answerers[k].answer.remote(ref, settings)] = k
+                preparing += [prepare.remote(c, settings) for c in _take(todo, 1)]
     finally:
         if started:
             ray.shutdown()
 
 
-def _ray_chunk(paths: list[str], settings: ScoreSettings) -> list[dict[str, Any]]:
-    _worker_init(settings.model)  # Ray reuses its worker processes: the model stays loaded between tasks
-    return score_chunk(paths, settings)
+def _ray_prepare(paths: list[str], settings: ScoreSettings) -> list[tuple[str, Any]]:
+    _features_init(settings.model)  # Ray reuses its worker processes: the settings stay loaded between tasks
+    return prepare_chunk(paths, settings)
+
+
+class _RayAnswerer:
+    """A Ray actor with the model loaded once: :func:`answer_chunk` for prepared chunks."""
+
+    def __init__(self, model: str):
+        _worker_init(model)
+
+    def answer(self, prepared: list[tuple[str, Any]], settings: ScoreSettings) -> list[dict[str, Any]]:
+        return answer_chunk(prepared, settings)
 
 
 def _take(items: Iterator, n: int) -> list:
