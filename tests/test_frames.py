@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
-from speech_emotion.features import FEATURE_SETS, LogMelFrames, pad_batch, power_spectrogram, settings_from_dict, yin
+from speech_emotion.features import (FEATURE_SETS, LogMelFrames, median_voiced, pad_batch, power_spectrogram,
+                                     settings_from_dict, yin)
 from speech_emotion.model import resolve_model_dir
 
 FRAMES = FEATURE_SETS["logmel"]
@@ -131,6 +132,56 @@ def test_yin_calls_noise_unvoiced():
     noise = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
     est, periodicity = yin(noise, 8000, hop_length=80, frame_length=512, threshold=0.4)
     assert (est > 0).mean() < 0.05 and periodicity.mean() < 0.5
+
+
+def test_a_strong_second_harmonic_is_not_taken_for_the_fundamental():
+    """A 220 Hz voice whose second harmonic is louder than its fundamental (as in many high voices): YIN's
+    threshold at 0.4 (the first models') answers an octave too high; at 0.15 it finds 220 Hz, and the frames
+    are voiced either way (voicing is decided at 0.4)."""
+    sr = 8000
+    t = np.arange(sr) / sr
+    y = 0.3 * np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 660 * t)
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    loose, _ = yin(y, sr, hop_length=80, frame_length=320, threshold=0.4)
+    strict, _ = yin(y, sr, hop_length=80, frame_length=320, threshold=0.15, voicing=0.4)
+    assert np.median(loose[5:-5]) == pytest.approx(440, rel=0.02)
+    assert np.median(strict[5:-5]) == pytest.approx(220, rel=0.01) and (strict[5:-5] > 0).all()
+
+
+def test_the_pitch_column_of_a_voice_whose_harmonics_change_stays_on_its_pitch():
+    """The features' pitch column (semitones from the clip's median / 6) for a steady 220 Hz voice whose
+    fundamental weakens halfway: with the new preset's settings it stays at 0; with the first models' it
+    jumps by an octave (2.0) for half the clip."""
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    first = np.where(t < 1.0, 1.0, 0.3)
+    y = first * np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 660 * t)
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    new = FEATURE_SETS["logmel-robust-4k-pitch"]
+    steady = dataclasses.replace(new, speech=None).frames(y)[10:-10, -2]
+    jumpy = dataclasses.replace(new, speech=None, pitch_threshold=0.4, pitch_median=1).frames(y)[10:-10, -2]
+    assert np.abs(steady).max() < 0.1
+    assert np.abs(np.abs(jumpy).max() - 2.0) < 0.1
+
+
+def test_the_pitch_median_removes_short_octave_jumps_and_keeps_unvoiced_frames():
+    f0 = np.array([0, 200, 201, 402, 199, 0, 0, 198, 396, 200, 202, 0], dtype=float)
+    out = median_voiced(f0, 5)
+    assert (out[f0 == 0] == 0).all() and (out[f0 > 0] > 190).all() and (out[f0 > 0] < 210).all()
+    assert (median_voiced(f0, 1) == f0).all()
+
+
+def test_the_pitch_settings_of_earlier_models_keep_their_fingerprint():
+    """The first models' pitch (threshold 0.4, no median) is what a feature set without the settings gets:
+    their metadata, caches and speaker profiles still match; the new preset's settings are written out."""
+    old = FEATURE_SETS["logmel-robust-4k"]
+    assert "pitch_threshold" not in old.to_dict() and "pitch_median" not in old.to_dict()
+    new = FEATURE_SETS["logmel-robust-4k-pitch"]
+    assert new.to_dict()["pitch_threshold"] == 0.15 and new.to_dict()["pitch_median"] == 5
+    assert settings_from_dict(new.to_dict()) == new and new.fingerprint() != old.fingerprint()
+    y = read_audio(BUNDLED / "wav" / "03a01Wa.flac")
+    a, b = old.extract(y), new.extract(y)
+    assert a.shape == b.shape and np.array_equal(a[:, :-2], b[:, :-2]) and not np.array_equal(a[:, -2], b[:, -2])
 
 
 # -------------------------------------------------------------------------------------- augmentation
