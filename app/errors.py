@@ -50,11 +50,12 @@ def _audio_errors() -> list[tuple[type[Exception], int, str, str]]:
     """The one mapping of the audio errors (speech_emotion's and the upload limit) to HTTP: exception class,
     status, code, what to add to its message. Their messages already name the upload (app/inference.py)."""
     from app.inference import AudioTooLongError
-    from speech_emotion.audio import AudioDecodeError, AudioTooShortError
+    from speech_emotion.audio import AudioDecodeError, AudioInvalidError, AudioTooShortError
     from speech_emotion.speech import NoSpeechError
 
     return [(NoSpeechError, 422, "no_speech", ""), (AudioTooShortError, 422, "audio_too_short", ""),
             (AudioTooLongError, 413, "audio_too_long", ""),
+            (AudioInvalidError, 422, "invalid_audio", ""),  # before its base class, AudioDecodeError
             (AudioDecodeError, 415, "unsupported_audio", f". Send {FORMATS}.")]
 
 

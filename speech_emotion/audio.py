@@ -39,6 +39,10 @@ class AudioDecodeError(AudioError):
     """The bytes are not audio libsndfile can decode (wrong format, truncated, empty)."""
 
 
+class AudioInvalidError(AudioDecodeError):
+    """Decoded, but the samples are not numbers (NaN or infinity: a damaged float file)."""
+
+
 class AudioTooShortError(AudioError):
     """Decoded fine, but too short for the feature settings to analyse."""
 
@@ -98,8 +102,9 @@ def read_audio(source: Source, *, name: str | None = None) -> Audio:
     Windows (offset, duration) and resampling belong to the feature settings, see
     :mod:`speech_emotion.features`, so that they travel with a model.
 
-    Raises :class:`AudioDecodeError` with libsndfile's reason when the source is not decodable audio;
-    messages start with ``name`` (default: the path, or "upload").
+    Raises :class:`AudioDecodeError` with libsndfile's reason when the source is not decodable audio, and
+    :class:`AudioInvalidError` when it decodes to NaN or infinite samples; messages start with ``name``
+    (default: the path, or "upload").
     """
     what = name or _describe(source)
     if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
@@ -114,6 +119,9 @@ def read_audio(source: Source, *, name: str | None = None) -> Audio:
             samples = f.read(dtype="float32", always_2d=False)
             if samples.shape[0] == 0:
                 raise AudioDecodeError(f"{what}: no audio frames in file")
+            if not np.isfinite(samples).all():  # float files can hold them; no feature means anything then
+                bad = int(np.count_nonzero(~np.isfinite(samples)))
+                raise AudioInvalidError(f"{what}: {bad} of its samples are NaN or infinite (a damaged float file)")
             return Audio(
                 samples=np.ascontiguousarray(samples),
                 sample_rate=sr,

@@ -157,6 +157,19 @@ def test_not_audio(client, data):
     assert body["code"] == "unsupported_audio" and "notes.txt" in body["detail"] and "WAV" in body["detail"]
 
 
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_float_file_with_nan_samples_is_refused_by_name(client, rate):
+    """Float WAVs can hold NaN or infinity; such an upload gets a precise 422, not a 500 from the resampler
+    (other rates) or a misleading no_speech (16 kHz)."""
+    y, _ = sf.read(CLIP, dtype="float32")
+    y[1000:1010] = np.nan
+    y[2000] = np.inf
+    r = post(client, wav_bytes(y, rate, subtype="FLOAT"), "damaged.wav")
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "invalid_audio" and "damaged.wav" in body["detail"] and "11 of its" in body["detail"]
+
+
 def test_truncated_wav_decodes_what_is_there(client):
     data = clip_as()
     r = post(client, data[: len(data) // 2])
