@@ -195,10 +195,19 @@ def _features_init(model: str) -> None:
     _analyser(model, graph=False)
 
 
+#: Chunks in flight (being prepared, or prepared and waiting for their model calls) per preparing worker:
+#: enough to keep the workers busy while the model's process starts (a few MB of features per chunk).
+IN_FLIGHT = 8
+
+
+def _started() -> None:
+    """A task that does nothing: the process that runs it has run its initializer."""
+
+
 def _worker_init(model: str) -> None:
     """One model per worker process, on one thread: the processes are the parallelism. (One thread also makes
     the model's sums run in one order, so a worker process and a Ray worker answer to the last digit alike.)"""
-    if model in _ANALYSERS:
+    if (model, True) in _ANALYSERS:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -245,16 +254,22 @@ def run_local(chunks: list[list[str]], settings: ScoreSettings, jobs: int) -> It
                                 initargs=(settings.model,)) as preparers, \
             ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_init,
                                 initargs=(settings.model,)) as model:
+        model.submit(_started)  # a pool starts its process on the first task: start loading the model now
         todo = iter(chunks)
-        preparing = {preparers.submit(prepare_chunk, c, settings) for c in _take(todo, 2 * jobs)}
+        preparing: set = set()
         answering: set = set()
-        while preparing or answering:
+        while True:
+            # At most IN_FLIGHT chunks per worker prepared and not yet answered: while the model's process
+            # starts or lags, the workers wait instead of holding ever more features in memory.
+            for c in _take(todo, IN_FLIGHT * jobs - len(preparing) - len(answering)):
+                preparing.add(preparers.submit(prepare_chunk, c, settings))
+            if not preparing and not answering:
+                break
             done, _ = wait(preparing | answering, return_when=FIRST_COMPLETED)
             for future in done:
                 if future in preparing:
                     preparing.remove(future)
                     answering.add(model.submit(answer_chunk, future.result(), settings))
-                    preparing |= {preparers.submit(prepare_chunk, c, settings) for c in _take(todo, 1)}
                 else:
                     answering.remove(future)
                     yield future.result()
@@ -300,9 +315,13 @@ def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> I
         answerers = [answerer.remote(settings.model) for _ in range(max(1, width // PREPARERS_PER_MODEL))]
         load = [0] * len(answerers)
         todo = iter(chunks)
-        preparing = [prepare.remote(c, settings) for c in _take(todo, 2 * width)]
+        preparing: list = []
         answering: dict[Any, int] = {}
-        while preparing or answering:
+        while True:
+            for c in _take(todo, IN_FLIGHT * width - len(preparing) - len(answering)):  # as run_local
+                preparing.append(prepare.remote(c, settings))
+            if not preparing and not answering:
+                break
             done, _ = ray.wait(preparing + list(answering), num_returns=1)
             for ref in done:
                 if ref in answering:
@@ -313,7 +332,6 @@ def run_ray(chunks: list[list[str]], settings: ScoreSettings, address: str) -> I
                 k = load.index(min(load))  # the least busy actor; the prepared chunk goes to it, not here
                 load[k] += 1
                 answering[answerers[k].answer.remote(ref, settings)] = k
-                preparing += [prepare.remote(c, settings) for c in _take(todo, 1)]
     finally:
         if started:
             ray.shutdown()
@@ -335,7 +353,10 @@ class _RayAnswerer:
 
 
 def _take(items: Iterator, n: int) -> list:
-    out = []
+    """The next ``n`` items (fewer at the end; none for ``n`` <= 0)."""
+    out: list = []
+    if n <= 0:
+        return out
     for item in items:
         out.append(item)
         if len(out) == n:

@@ -34,6 +34,26 @@ def test_odd_sample_rates_are_resampled_like_librosa(tmp_path, make_audio, sr):
     np.testing.assert_array_equal(extract_one(str(path), SEED)[:, 0], notebook_features(path))
 
 
+@pytest.mark.parametrize("orig, target", [(44100, 16000), (48000, 16000), (8000, 16000), (16000, 8000),
+                                           (24414, 16000), (22050, 16000), (11025, 22050)])
+def test_resample_is_librosas_sample_for_sample(orig, target):
+    """speech_emotion.audio.resample calls soxr itself; it must give what librosa.resample gives (the
+    training data's features were made with it), lengths included, for odd lengths and 2-D input too."""
+    librosa = pytest.importorskip("librosa")
+    from speech_emotion.audio import resample
+
+    rng = np.random.default_rng(orig + target)
+    for n in (1, 7, 999, 44101, 48000):
+        y = (0.3 * rng.standard_normal(n)).astype(np.float32)
+        expected = librosa.resample(y, orig_sr=orig, target_sr=target, res_type="soxr_hq")
+        got = resample(y, orig, target)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, n
+        np.testing.assert_array_equal(got, expected)
+    two = (0.3 * rng.standard_normal((2, 3001))).astype(np.float32)
+    np.testing.assert_array_equal(resample(two, orig, target),
+                                  librosa.resample(two, orig_sr=orig, target_sr=target, res_type="soxr_hq"))
+
+
 def test_aiff_behind_a_wav_name(tmp_path, make_audio):
     path = make_audio(tmp_path / "YAF_germ_angry.wav", seconds=2.0, sr=24414, format="AIFF")
     audio = read_audio(path)
