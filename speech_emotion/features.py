@@ -438,7 +438,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # more finely. Better across corpora (benchmarks/README.md); the default recipe's features.
     "logmel-robust-4k": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0),
     # ... with fewer octave errors in the pitch track (YIN's threshold 0.15 and a median over 5 voiced frames):
-    # with 0.4, a quarter of the voiced frames of TESS's neutral clips read an octave above the rest.
+    # with 0.4, 11 % of the voiced frames of TESS's neutral clips read an octave from the rest. Not better
+    # across corpora (benchmarks/results/2026-12-02-pitch-octaves.md); kept to combine with later changes.
     "logmel-robust-4k-pitch": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0,
                                            pitch_threshold=0.15, pitch_median=5),
 }
