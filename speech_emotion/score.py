@@ -9,7 +9,8 @@ The same decoding, speech detection, features, windows and SavedModel as the ser
 chunk's inputs in batched model calls. On local cores, worker processes (one per core) decode the chunks and
 compute their features, and one more process, the only one that imports TensorFlow and loads the model,
 makes the model calls: importing TensorFlow is most of a worker's start-up, and a batched model call takes a
-fraction of a clip's feature time. On Ray each task does both for its chunk. Each finished chunk is appended
+fraction of a clip's feature time. On Ray, tasks prepare the chunks and actors holding the model answer them
+(:func:`run_ray`). Each finished chunk is appended
 to ``<output>.partial.jsonl``; an interrupted run started again with the same output skips the files already
 done, and the output is written, in input order, once every file is.
 """
