@@ -10,9 +10,9 @@ chunk's inputs in batched model calls. On local cores, worker processes (one per
 compute their features, and one more process, the only one that imports TensorFlow and loads the model,
 makes the model calls: importing TensorFlow is most of a worker's start-up, and a batched model call takes a
 fraction of a clip's feature time. On Ray, tasks prepare the chunks and actors holding the model answer them
-(:func:`run_ray`). Each finished chunk is appended
-to ``<output>.partial.jsonl``; an interrupted run started again with the same output skips the files already
-done, and the output is written, in input order, once every file is.
+(:func:`run_ray`). Each finished chunk is appended to ``<output>.partial.jsonl``; an interrupted run started
+again with the same output skips the files already done, and the output is written, in input order, once
+every file is.
 """
 
 from __future__ import annotations
