@@ -10,7 +10,7 @@ import pytest
 
 from speech_emotion.audio import AudioDecodeError, AudioTooShortError, read_audio
 from training.extraction import FeatureCache, extract_features, extract_one
-from speech_emotion.features import FEATURE_SETS, MeanMFCC, settings_from_dict
+from speech_emotion.features import FEATURE_SETS, MeanMFCC, _hann, mel_filterbank, settings_from_dict
 
 SEED = FEATURE_SETS["notebook"]
 
@@ -52,6 +52,25 @@ def test_resample_is_librosas_sample_for_sample(orig, target):
     two = (0.3 * rng.standard_normal((2, 3001))).astype(np.float32)
     np.testing.assert_array_equal(resample(two, orig, target),
                                   librosa.resample(two, orig_sr=orig, target_sr=target, res_type="soxr_hq"))
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [
+    *sorted({(f.sample_rate, f.n_fft, f.n_mels, f.fmin, f.fmax) for f in FEATURE_SETS.values() if hasattr(f, "n_mels")}),
+    (22050, 2048, 128, 0.0, None),  # the notebook's MFCCs
+    (8000, 256, 40, 300.0, 3400.0),
+])
+def test_mel_filterbank_is_librosas_bit_for_bit(sr, n_fft, n_mels, fmin, fmax):
+    """Our mel filterbank (numpy only, so workers start without librosa.filters' imports) must be librosa's."""
+    ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+    assert ours.dtype == np.float32 and ours.shape == (n_mels, 1 + n_fft // 2)
+    np.testing.assert_array_equal(ours, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+
+
+@pytest.mark.parametrize("n", [320, 400, 401, 512, 2048])
+def test_hann_window_is_scipys_bit_for_bit(n):
+    import scipy.signal
+
+    np.testing.assert_array_equal(_hann(n), scipy.signal.get_window("hann", n, fftbins=True).astype(np.float32))
 
 
 def test_aiff_behind_a_wav_name(tmp_path, make_audio):

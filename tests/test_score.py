@@ -186,13 +186,14 @@ def test_on_a_local_ray_instance_the_rows_equal_the_local_run(archive, tmp_path)
 
 def test_preparing_workers_never_import_tensorflow(tmp_path):
     """The processes that decode and compute features start without TensorFlow (most of a worker's start-up
-    and memory): only the one that makes the model calls loads it."""
+    and memory): only the one that makes the model calls loads it. Nor do they load scipy.signal or numba
+    (librosa's filters import both: over a second of each worker's start)."""
     code = ("import sys; from speech_emotion.score import _features_init, prepare_chunk, ScoreSettings; "
             f"_features_init({str(MODELS)!r}); "
             f"rows = prepare_chunk([{str(CLIPS[0])!r}, 'missing.wav'], ScoreSettings(model={str(MODELS)!r})); "
             "assert rows[0][1].inputs[0].ndim == 2 and rows[0][1].audio is None, rows[0]; "
             "assert 'missing.wav' in rows[1][1], rows[1]; "
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+            "print(sorted(m for m in ('tensorflow', 'keras', 'scipy.signal', 'numba') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
