@@ -159,9 +159,9 @@ class ExportedModel:
         metadata = ModelMetadata.from_dict(json.loads(meta_path.read_text()), str(meta_path))
         loaded = signature = None
         if graph:
-            import tensorflow as tf
+            from speech_emotion.runtime import import_tensorflow
 
-            loaded = tf.saved_model.load(str(path))
+            loaded = import_tensorflow().saved_model.load(str(path))
             signature = loaded.signatures[metadata.signature]
         return cls(path, metadata, settings_from_dict(metadata.features), list(metadata.labels), loaded, signature)
 

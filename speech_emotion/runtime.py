@@ -13,6 +13,12 @@ it fast by design rather than by accident.
 :func:`retain_freed_memory` pins both thresholds once per process. The cost is memory: each allocator
 arena (about one per busy thread) may keep up to ``trim_threshold`` bytes of freed memory for reuse.
 Elsewhere than glibc (macOS, musl) it does nothing.
+
+:func:`import_tensorflow` imports TensorFlow for a process that only loads and calls SavedModels (a service
+worker, ``score``'s model process). TensorFlow's ``__init__`` imports all of Keras 3 whenever Keras is
+installed (for the SavedModel registrations of Keras's optimizers), and Keras imports scikit-learn when that
+is installed: about 3 of the 7-8 s that ``import tensorflow`` takes on 2 cores, in every such process's
+start, for code that a serving signature never runs.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +59,28 @@ def retain_freed_memory(trim_threshold: int = 32 << 20, mmap_threshold: int = 16
     if not _applied:
         log.debug("mallopt refused the thresholds; allocator left at its defaults")
     return _applied
+
+
+#: Packages TensorFlow imports eagerly when installed and a SavedModel's serving signature does not need.
+_NOT_FOR_SERVING = ("keras", "tf_keras")
+
+
+def import_tensorflow() -> ModuleType:
+    """``import tensorflow``, without the Keras import it makes on its own when this process has not imported
+    Keras yet. Keras can still be imported later in the process, as usual.
+
+    TensorFlow wraps that import in ``try/except ImportError``: with ``sys.modules["keras"] = None`` (Python's
+    way to say a module cannot be imported) it skips it and goes on. Answers are the same either way (tested).
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    held = [name for name in _NOT_FOR_SERVING if name not in sys.modules]
+    for name in held:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import tensorflow
+    finally:
+        for name in held:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return tensorflow

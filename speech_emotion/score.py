@@ -211,11 +211,11 @@ def _worker_init(model: str) -> None:
     if (model, True) in _ANALYSERS:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from speech_emotion.runtime import import_tensorflow, retain_freed_memory
 
+    tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from speech_emotion.runtime import retain_freed_memory
 
     retain_freed_memory()
     _analyser(model)
