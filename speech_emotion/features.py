@@ -352,6 +352,11 @@ class LogMelFrames(FeatureSet):
     pitch_threshold: float = 0.4
     #: Median over this many voiced frames of F0 (1: none): smooths away the octave jumps left.
     pitch_median: int = 1
+    #: Keep only the first ``lifter`` cepstral coefficients of each log-mel frame (0: all): the spectral
+    #: envelope (formants, tilt) without the fine structure of the voice's harmonics, whose spacing is the
+    #: speaker's F0 (about twice as wide for a typical woman's voice as for a man's). The pitch columns keep
+    #: the intonation.
+    lifter: int = 0
     min_seconds: float = 0.25
     #: Speech detection (speech_emotion/speech.py): when set, features are computed on the speech of the clip
     #: only (non-speech at the ends removed, long pauses shortened) and a clip without speech raises
@@ -366,7 +371,7 @@ class LogMelFrames(FeatureSet):
     #: them: left out of to_dict() at that value, so the settings (and fingerprints, cache keys, speaker
     #: profiles) of earlier models stay what they were.
     _LATER_SETTINGS: ClassVar[dict[str, Any]] = {"floor_db": 80.0, "speech": None, "pitch_threshold": 0.4,
-                                                  "pitch_median": 1}
+                                                  "pitch_median": 1, "lifter": 0}
     #: Facts about every instance, once settings: each feature group (log-mel, each delta order) is brought to
     #: zero mean and unit variance over the whole utterance. Still written into to_dict() so that exported
     #: metadata says how a model was fed and every fingerprint (feature caches, speaker profiles) stays as it was.
@@ -397,6 +402,10 @@ class LogMelFrames(FeatureSet):
         mel = (spec @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax).T).T
         # Floor ``floor_db`` under the loudest bin: relative, so the recording's gain cancels out exactly.
         logmel = np.log(mel + 10.0 ** (-self.floor_db / 10) * mel.max() + 1e-30)
+        if self.lifter:
+            cepstrum = scipy.fft.dct(logmel, type=2, norm="ortho", axis=0)
+            cepstrum[self.lifter:] = 0.0
+            logmel = scipy.fft.idct(cepstrum, type=2, norm="ortho", axis=0)
         parts = [logmel]
         if self.deltas and logmel.shape[1] >= self.delta_width:
             for order in range(1, self.deltas + 1):
@@ -479,6 +488,11 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # across corpora (benchmarks/results/2026-12-02-pitch-octaves.md); kept to combine with later changes.
     "logmel-robust-4k-pitch": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0,
                                            pitch_threshold=0.15, pitch_median=5),
+    # ... with each log-mel frame smoothed to its envelope (its first 12 cepstral coefficients, as many as the
+    # usual MFCCs): the harmonics of voices up to about 380 Hz are resolved in these bands (a ripple of
+    # 4,600 / F0 cycles over the 64), and a high voice and a low one with the same formants look alike. An
+    # experiment across corpora (benchmarks/README.md).
+    "logmel-robust-4k-envelope": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, lifter=12),
 }
 
 

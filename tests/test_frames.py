@@ -355,3 +355,28 @@ def test_ensemble_padding_and_export(pair, tmp_path):
     export_model(pair, tmp_path, "pair", {"labels": list("abcdefg"), "features": FRAMES.to_dict()})
     exported = ExportedModel.load(tmp_path / "pair")
     np.testing.assert_allclose(exported.predict(pad_batch([short, long])), batched, atol=1e-5)
+
+
+def test_the_envelope_setting_makes_a_low_and_a_high_voice_with_the_same_formants_alike():
+    """``lifter``: the same vowel-like envelope over harmonics of 110 Hz and of 220 Hz reads as nearly the
+    same log-mel spectrum with it, and as two different ones without (the harmonics' fine structure)."""
+    sr = 16000
+    t = np.arange(sr) / sr
+
+    def voice(f0: float) -> np.ndarray:
+        freqs = np.arange(f0, 3900, f0)
+        gains = sum(np.exp(-0.5 * ((freqs - f) / 150) ** 2) for f in (500, 1500, 2500)) + 0.01
+        y = sum(g * np.sin(2 * np.pi * f * t) for f, g in zip(freqs, gains))
+        return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+    def mean_spectrum(settings, y):
+        return settings.frames(y)[:, :settings.n_mels].mean(axis=0)
+
+    envelope = dataclasses.replace(FEATURE_SETS["logmel-robust-4k-envelope"], speech=None, pitch=False)
+    fine = dataclasses.replace(envelope, lifter=0)
+    low, high = voice(110.0), voice(220.0)
+    apart_fine = np.abs(mean_spectrum(fine, low) - mean_spectrum(fine, high)).mean()
+    apart_envelope = np.abs(mean_spectrum(envelope, low) - mean_spectrum(envelope, high)).mean()
+    assert apart_envelope < 0.5 * apart_fine, (apart_envelope, apart_fine)
+    assert "lifter" not in FEATURE_SETS["logmel-robust-4k"].to_dict()
+    assert envelope.to_dict()["lifter"] == 12 and settings_from_dict(envelope.to_dict()) == envelope
