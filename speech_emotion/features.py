@@ -490,8 +490,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
                                            pitch_threshold=0.15, pitch_median=5),
     # ... with each log-mel frame smoothed to its envelope (its first 12 cepstral coefficients, as many as the
     # usual MFCCs): the harmonics of voices up to about 380 Hz are resolved in these bands (a ripple of
-    # 4,600 / F0 cycles over the 64), and a high voice and a low one with the same formants look alike. An
-    # experiment across corpora (benchmarks/README.md).
+    # 4,600 / F0 cycles over the 64), and a high voice and a low one with the same formants look alike. Across
+    # corpora it helps a model of TESS's two women and hurts one of EMO-DB's ten voices
+    # (benchmarks/results/2026-12-02-spectral-envelope.md): for training on few speakers of one sex.
     "logmel-robust-4k-envelope": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, lifter=12),
 }
 
