@@ -184,6 +184,19 @@ def test_on_a_local_ray_instance_the_rows_equal_the_local_run(archive, tmp_path)
     assert read_rows(on_ray) == read_rows(local)
 
 
+def test_local_preparing_workers_yield_the_cores_to_the_model_process():
+    """Local preparing workers run at a lower priority (os.nice) than the model's process; the initializer
+    leaves a process's priority alone unless asked (Ray's workers, reused for other tasks)."""
+    code = ("import os; from speech_emotion.score import _features_init, PREPARER_NICENESS; before = os.nice(0); "
+            f"_features_init({str(MODELS)!r}); same = os.nice(0); "
+            f"_features_init({str(MODELS)!r}, PREPARER_NICENESS); print(before, same, os.nice(0))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    before, same, after = map(int, r.stdout.split())
+    assert scoring.PREPARER_NICENESS > 0
+    assert same == before and after == min(19, before + scoring.PREPARER_NICENESS)
+
+
 def test_preparing_workers_never_import_tensorflow(tmp_path):
     """The processes that decode and compute features start without TensorFlow (most of a worker's start-up
     and memory): only the one that makes the model calls loads it. Nor do they load scipy.signal or numba
