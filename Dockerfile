@@ -55,15 +55,18 @@ COPY speech_emotion/ speech_emotion/
 COPY app/ app/
 COPY models/ models/
 # librosa compiles some of its functions with numba when they are first imported: about 30 s of CPU in every
-# worker process of every new container. Compiled here once instead, by the service's own warm-up, into a
-# cache that every start reads; NUMBA_CPU_NAME=generic keys the cache to any x86-64 CPU rather than this
-# build machine's (the compiled functions are not on the request path). numba uses a cache folder only if it
-# can write to it, so the folder belongs to the service's user. (deploy/k8s copies it into a writable volume.)
+# worker process of every new container that serves a model whose features use librosa (the notebook's MFCCs;
+# the default model's features do not import it). Compiled here once instead, by computing those features
+# once, into a cache that every start reads; NUMBA_CPU_NAME=generic keys the cache to any x86-64 CPU rather
+# than this build machine's (the compiled functions are not on the request path). Then the service's own
+# warm-up of the bundled model. numba uses a cache folder only if it can write to it, so the folder belongs to
+# the service's user. (deploy/k8s copies it into a writable volume.)
 ENV NUMBA_CACHE_DIR=/app/.numba-cache \
     NUMBA_CPU_NAME=generic
-RUN python -c "from speech_emotion.model import ExportedModel; from speech_emotion.predict import Analyser; \
+RUN python -c "import numpy as np; from speech_emotion.features import mfcc; mfcc(np.ones(22050, np.float32), 22050, 40)" \
+ && python -c "from speech_emotion.model import ExportedModel; from speech_emotion.predict import Analyser; \
 Analyser(ExportedModel.load('models')).warm_up()" \
- && chown -R 10001:10001 /app/.numba-cache
+ && mkdir -p /app/.numba-cache && chown -R 10001:10001 /app/.numba-cache
 # ser (numeric, so that runtimes can check it is not root without reading /etc/passwd)
 USER 10001:10001
 EXPOSE 8000
