@@ -44,8 +44,7 @@ _MEL_LOG_STEP = np.log(6.4) / 27.0
 
 
 def _hz_to_mel(hz: float) -> float:
-    mel = hz / _MEL_STEP_HZ
-    return _MEL_LOG_START + np.log(hz / _MEL_LOG_HZ) / _MEL_LOG_STEP if hz >= _MEL_LOG_HZ else mel
+    return _MEL_LOG_START + np.log(hz / _MEL_LOG_HZ) / _MEL_LOG_STEP if hz >= _MEL_LOG_HZ else hz / _MEL_STEP_HZ
 
 
 def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
@@ -97,11 +96,7 @@ def mfcc(y: np.ndarray, sample_rate: int, n_mfcc: int, *, n_fft: int = 2048, hop
 def _hann(win_length: int) -> np.ndarray:
     """``scipy.signal.get_window("hann", win_length)`` (periodic) as float32, computed as scipy does (equal bit
     for bit, tested) without importing scipy.signal, a second of a process's start."""
-    phase = np.linspace(-np.pi, np.pi, win_length + 1)
-    window = np.zeros(win_length + 1)
-    window += 0.5 * np.cos(0 * phase)
-    window += 0.5 * np.cos(phase)
-    window = window[:-1].astype(np.float32)
+    window = (0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, win_length + 1)))[:-1].astype(np.float32)
     window.setflags(write=False)
     return window
 
