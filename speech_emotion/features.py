@@ -306,6 +306,18 @@ class MeanMFCC(FeatureSet):
         return np.mean(coefficients.T, axis=0).astype(np.float32)[:, None]
 
 
+@functools.lru_cache(maxsize=8)
+def envelope_matrix(n_bins: int, lifter: int) -> np.ndarray:
+    """``(n_bins, n_bins)``: a log spectrum (bins along the first axis) to its envelope, the same spectrum
+    with only its first ``lifter`` cepstral coefficients (DCT-II, orthonormal) kept. Linear: the features'
+    ``lifter`` and the model's in-network envelope (training/models.py) are this one matrix."""
+    cepstrum = scipy.fft.dct(np.eye(n_bins), type=2, norm="ortho", axis=0)
+    cepstrum[lifter:] = 0.0
+    matrix = scipy.fft.idct(cepstrum, type=2, norm="ortho", axis=0)
+    matrix.setflags(write=False)
+    return matrix
+
+
 @dataclass(frozen=True)
 class LogMelFrames(FeatureSet):
     """Frames, not averages: a log-mel spectrogram and a pitch track, normalised per utterance.
@@ -398,9 +410,7 @@ class LogMelFrames(FeatureSet):
         # Floor ``floor_db`` under the loudest bin: relative, so the recording's gain cancels out exactly.
         logmel = np.log(mel + 10.0 ** (-self.floor_db / 10) * mel.max() + 1e-30)
         if self.lifter:
-            cepstrum = scipy.fft.dct(logmel, type=2, norm="ortho", axis=0)
-            cepstrum[self.lifter:] = 0.0
-            logmel = scipy.fft.idct(cepstrum, type=2, norm="ortho", axis=0)
+            logmel = envelope_matrix(self.n_mels, self.lifter) @ logmel
         parts = [logmel]
         if self.deltas and logmel.shape[1] >= self.delta_width:
             for order in range(1, self.deltas + 1):

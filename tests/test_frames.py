@@ -263,11 +263,13 @@ def test_frame_augment_is_random_but_seeded(frames):
 # -------------------------------------------------------------------------------------------- model
 
 
-@pytest.fixture(scope="module")
-def crnn():
+@pytest.fixture(scope="module", params=[{}, {"freq_filters": (8, 8), "freq_pools": (2, 4)}, {"lifter": 12}],
+                ids=["time-convolutions", "time-frequency-front-end", "envelope"])
+def crnn(request):
     from training.models import build_crnn
 
-    return build_crnn((None, FRAMES.extract(Audio(tone(1.0, 16000)[:, 0], 16000, 1)).shape[1]), 7)
+    dims = FRAMES.extract(Audio(tone(1.0, 16000)[:, 0], 16000, 1)).shape[1]
+    return build_crnn((None, dims), 7, n_mels=FRAMES.n_mels, **request.param)
 
 
 def _clip(seconds: float, seed: int = 0) -> np.ndarray:
@@ -380,3 +382,32 @@ def test_the_envelope_setting_makes_a_low_and_a_high_voice_with_the_same_formant
     assert apart_envelope < 0.5 * apart_fine, (apart_envelope, apart_fine)
     assert "lifter" not in FEATURE_SETS["logmel-robust-4k"].to_dict()
     assert envelope.to_dict()["lifter"] == 12 and settings_from_dict(envelope.to_dict()) == envelope
+
+
+def test_the_envelope_layer_is_the_features_lifter_and_members_can_differ():
+    """The in-network envelope (``lifter`` of a member) applies the features' own matrix to each frame's
+    log-mel and leaves the pitch columns; an ensemble built with ``member_args`` has it in one member only."""
+    from speech_emotion.features import envelope_matrix
+    from training.models import Envelope, build_crnn_ensemble, check_bands
+
+    fine = dataclasses.replace(FEATURE_SETS["logmel-robust-4k"], speech=None)
+    x = fine.frames(tone(1.0, 16000, freq=150)[:, 0])[None]
+    out = np.asarray(Envelope(fine.n_mels, 12)(x))
+    want = (envelope_matrix(fine.n_mels, 12) @ x[0, :, :fine.n_mels].T).T
+    np.testing.assert_allclose(out[0, :, :fine.n_mels], want, atol=1e-4)
+    np.testing.assert_array_equal(out[0, :, fine.n_mels:], x[0, :, fine.n_mels:])
+    assert np.abs(out[0, :, :fine.n_mels] - x[0, :, :fine.n_mels]).mean() > 0.05  # the harmonics are gone
+
+    model = build_crnn_ensemble((None, x.shape[2]), 7, n_mels=fine.n_mels, member_args=[{}, {"lifter": 12}])
+    names = {layer.name for layer in model.layers}
+    assert "member1_envelope" in names and "member0_envelope" not in names
+    with pytest.raises(ValueError, match="3 members"):
+        build_crnn_ensemble((None, x.shape[2]), 7, members=3, member_args=[{}, {"lifter": 12}])
+
+    # training checks that the band width is the features' own, written out
+    check_bands({"members": 2}, fine.n_mels)
+    check_bands({"member_args": [{}, {"lifter": 12}], "n_mels": fine.n_mels}, fine.n_mels)
+    with pytest.raises(ValueError, match="n_mels"):
+        check_bands({"member_args": [{}, {"lifter": 12}]}, fine.n_mels)
+    with pytest.raises(ValueError, match="n_mels"):
+        check_bands({"freq_filters": [8], "freq_pools": [2], "n_mels": 40}, fine.n_mels)
