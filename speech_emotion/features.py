@@ -55,6 +55,12 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
+def mel_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The ``n_mels + 2`` frequencies (Hz) that bound :func:`mel_filterbank`'s triangles, evenly spaced in
+    mel; band ``i`` peaks at ``edges[i + 1]``."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+
+
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0,
                    fmax: float | None = None) -> np.ndarray:
     """``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``: triangular
@@ -66,7 +72,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float 
     """
     fmax = float(sample_rate) / 2 if fmax is None else fmax
     fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
-    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    mel_hz = mel_edges(n_mels, fmin, fmax)
     width = np.diff(mel_hz)
     ramps = np.subtract.outer(mel_hz, fft_hz)
     basis = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
@@ -399,6 +405,11 @@ class LogMelFrames(FeatureSet):
         if self.speech is None:
             return y
         return self.speech.keep(y, self.sample_rate, runs if self.sample_rate == 16000 else None)
+
+    @property
+    def band_centres_hz(self) -> np.ndarray:
+        """Where each log-mel band peaks (Hz)."""
+        return mel_edges(self.n_mels, self.fmin, self.fmax if self.fmax is not None else self.sample_rate / 2)[1:-1]
 
     def require_length(self, audio: Audio) -> None:
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
-from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
-from speech_emotion.features import (FEATURE_SETS, LogMelFrames, median_voiced, pad_batch, power_spectrogram,
-                                     settings_from_dict, yin)
+from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, shift_harmonics, warp_frequency
+from speech_emotion.features import (FEATURE_SETS, LogMelFrames, envelope_matrix, median_voiced, pad_batch,
+                                     power_spectrogram, settings_from_dict, yin)
 from speech_emotion.model import resolve_model_dir
 
 FRAMES = FEATURE_SETS["logmel"]
@@ -212,6 +212,38 @@ def test_warp_frequency_moves_energy_along_the_mel_axis(frames):
     assert warp_frequency(frames, RNG(0), n_mels=n, max_warp=0.0).tolist() == frames.tolist()
 
 
+def test_shift_harmonics_moves_the_ripple_of_the_harmonics_and_keeps_the_envelope():
+    """A log-mel plane made of an envelope (in the span of the first 12 cepstral coefficients) and the ripple
+    of harmonics of 110 Hz (a cosine of period 110 Hz over the bands' centre frequencies): moved up by an
+    octave, it is the same envelope with a ripple like that of 220 Hz in the bands under 1 kHz, where the
+    bands (35 Hz apart) resolve it, attenuated where they barely do. Then on a real clip: the log-mel
+    changes, the pitch columns do not."""
+    settings = FEATURE_SETS["logmel-robust-4k"]
+    n, hz = settings.n_mels, settings.band_centres_hz
+    smooth = envelope_matrix(n, 12)
+    envelope = np.tile(smooth @ RNG(0).standard_normal(n), (20, 1))
+
+    def ripple(f0: float) -> np.ndarray:
+        return np.tile(np.cos(2 * np.pi * hz / f0), (20, 1))
+
+    plane = np.concatenate([envelope + ripple(110.0), np.zeros((20, 2))], axis=1).astype(np.float32)
+    octave_up = next(seed for seed in range(5000) if RNG(seed).uniform(-1, 1) > 0.995)
+    moved = shift_harmonics(plane, RNG(octave_up), centres_hz=hz, max_octaves=1.0)
+    low = hz < 1000
+
+    def likeness(x: np.ndarray, f0: float) -> float:  # of the ripple under 1 kHz to that of harmonics of f0
+        return float(np.corrcoef((x[0, :n] - envelope[0])[low], ripple(f0)[0, low])[0, 1])
+
+    assert likeness(moved, 220.0) > 0.85 and abs(likeness(plane, 220.0)) < 0.1
+    assert np.abs(moved[:, :n] @ smooth.T - envelope).mean() < 0.1  # the envelope stays
+
+    clip = settings.extract(read_audio(BUNDLED / "wav" / "03a01Wa.flac"))
+    out = shift_harmonics(clip, RNG(1), centres_hz=hz, max_octaves=1.0)
+    assert np.abs(out[:, :n] - clip[:, :n]).mean() > 0.05
+    np.testing.assert_array_equal(out[:, n:], clip[:, n:])
+    np.testing.assert_allclose(shift_harmonics(clip, RNG(1), centres_hz=hz, max_octaves=0.0), clip, atol=1e-5)
+
+
 def test_warp_leaves_the_pitch_columns_alone():
     x = RNG(0).standard_normal((50, 2 * 64 + 2)).astype(np.float32)
     out = warp_frequency(x, RNG(1), n_mels=64, max_warp=0.1)
@@ -387,7 +419,6 @@ def test_the_envelope_setting_makes_a_low_and_a_high_voice_with_the_same_formant
 def test_the_envelope_layer_is_the_features_lifter_and_members_can_differ():
     """The in-network envelope (``lifter`` of a member) applies the features' own matrix to each frame's
     log-mel and leaves the pitch columns; an ensemble built with ``member_args`` has it in one member only."""
-    from speech_emotion.features import envelope_matrix
     from training.models import Envelope, build_crnn_ensemble, check_bands
 
     fine = dataclasses.replace(FEATURE_SETS["logmel-robust-4k"], speech=None)
