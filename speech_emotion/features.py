@@ -54,13 +54,13 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return hz
 
 
-@functools.lru_cache(maxsize=32)
 def mel_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """The ``n_mels + 2`` frequencies (Hz) that bound :func:`mel_filterbank`'s triangles, evenly spaced in
     mel; band ``i`` peaks at ``edges[i + 1]``."""
     return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
 
 
+@functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0,
                    fmax: float | None = None) -> np.ndarray:
     """``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``: triangular

@@ -64,6 +64,8 @@ def test_mel_filterbank_is_librosas_bit_for_bit(sr, n_fft, n_mels, fmin, fmax):
     ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
     assert ours.dtype == np.float32 and ours.shape == (n_mels, 1 + n_fft // 2)
     np.testing.assert_array_equal(ours, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    # built once per setting: every clip's features (the service's request path) reuse it, read-only
+    assert mel_filterbank(sr, n_fft, n_mels, fmin, fmax) is ours and not ours.flags.writeable
 
 
 @pytest.mark.parametrize("n", [320, 400, 401, 512, 2048])
