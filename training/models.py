@@ -88,30 +88,15 @@ class PoolMask(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ser")
-class MelPlane(layers.Layer):
-    """The first ``n_mels`` columns of each frame as a one-channel plane ``(batch, frames, n_mels, 1)``."""
+class SplitMel(layers.Layer):
+    """Each frame's first ``n_mels`` columns (the log-mel) and the rest (the pitch track), as two tensors."""
 
     def __init__(self, n_mels: int, **kwargs):
         super().__init__(**kwargs)
         self.n_mels = n_mels
 
     def call(self, x):
-        return ops.expand_dims(x[:, :, : self.n_mels], -1)
-
-    def get_config(self):
-        return {**super().get_config(), "n_mels": self.n_mels}
-
-
-@keras.saving.register_keras_serializable(package="ser")
-class AfterMel(layers.Layer):
-    """The columns after the first ``n_mels`` (the pitch track)."""
-
-    def __init__(self, n_mels: int, **kwargs):
-        super().__init__(**kwargs)
-        self.n_mels = n_mels
-
-    def call(self, x):
-        return x[:, :, self.n_mels:]
+        return x[:, :, : self.n_mels], x[:, :, self.n_mels:]
 
     def get_config(self):
         return {**super().get_config(), "n_mels": self.n_mels}
@@ -135,14 +120,6 @@ class Envelope(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_mels": self.n_mels, "lifter": self.lifter}
-
-
-@keras.saving.register_keras_serializable(package="ser")
-class FlattenPlane(layers.Layer):
-    """``(batch, frames, bins, channels)`` back to frames of ``bins * channels`` values."""
-
-    def call(self, x):
-        return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], x.shape[2] * x.shape[3]))
 
 
 class _TimePooling(layers.Layer):
@@ -224,14 +201,15 @@ def _crnn_branch(
     x = Envelope(n_mels, lifter, name=f"{prefix}envelope")(features) if lifter else features
     x = layers.SpatialDropout1D(0.1)(x)
     if freq_filters:
-        plane = MelPlane(n_mels)(x)
+        mel, rest = SplitMel(n_mels)(x)
+        plane = layers.Reshape((-1, n_mels, 1))(mel)
         for i, (filters, pool) in enumerate(zip(freq_filters, freq_pools, strict=True)):
             plane = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}fconv{i}")(plane)
             plane = layers.BatchNormalization(name=f"{prefix}fbn{i}")(plane)
             plane = layers.Activation("relu")(plane)
             plane = layers.MaxPooling2D((1, pool), name=f"{prefix}fpool{i}")(plane)
             plane = ApplyMask()(plane, mask)
-        x = layers.Concatenate()([FlattenPlane()(plane), AfterMel(n_mels)(x)])
+        x = layers.Concatenate()([layers.Reshape((-1, plane.shape[2] * plane.shape[3]))(plane), rest])
     for i, filters in enumerate(conv_filters):
         x = layers.Conv1D(filters, kernel_size, padding="same", use_bias=False, name=f"{prefix}conv{i}")(x)
         x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
