@@ -315,8 +315,8 @@ class MeanMFCC(FeatureSet):
 @functools.lru_cache(maxsize=8)
 def envelope_matrix(n_bins: int, lifter: int) -> np.ndarray:
     """``(n_bins, n_bins)``: a log spectrum (bins along the first axis) to its envelope, the same spectrum
-    with only its first ``lifter`` cepstral coefficients (DCT-II, orthonormal) kept. Linear: the features'
-    ``lifter`` and the model's in-network envelope (training/models.py) are this one matrix."""
+    with only its first ``lifter`` cepstral coefficients (DCT-II, orthonormal) kept: what the features'
+    ``lifter`` setting applies to each log-mel frame."""
     cepstrum = scipy.fft.dct(np.eye(n_bins), type=2, norm="ortho", axis=0)
     cepstrum[lifter:] = 0.0
     matrix = scipy.fft.idct(cepstrum, type=2, norm="ortho", axis=0)
@@ -405,11 +405,6 @@ class LogMelFrames(FeatureSet):
         if self.speech is None:
             return y
         return self.speech.keep(y, self.sample_rate, runs if self.sample_rate == 16000 else None)
-
-    @property
-    def band_centres_hz(self) -> np.ndarray:
-        """Where each log-mel band peaks (Hz)."""
-        return mel_edges(self.n_mels, self.fmin, self.fmax if self.fmax is not None else self.sample_rate / 2)[1:-1]
 
     def require_length(self, audio: Audio) -> None:
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")

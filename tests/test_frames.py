@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
-from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, shift_harmonics, warp_frequency
-from speech_emotion.features import (FEATURE_SETS, LogMelFrames, envelope_matrix, median_voiced, pad_batch,
+from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
+from speech_emotion.features import (FEATURE_SETS, LogMelFrames, median_voiced, pad_batch,
                                      power_spectrogram, settings_from_dict, yin)
 from speech_emotion.model import resolve_model_dir
 
@@ -212,38 +212,6 @@ def test_warp_frequency_moves_energy_along_the_mel_axis(frames):
     assert warp_frequency(frames, RNG(0), n_mels=n, max_warp=0.0).tolist() == frames.tolist()
 
 
-def test_shift_harmonics_moves_the_ripple_of_the_harmonics_and_keeps_the_envelope():
-    """A log-mel plane made of an envelope (in the span of the first 12 cepstral coefficients) and the ripple
-    of harmonics of 110 Hz (a cosine of period 110 Hz over the bands' centre frequencies): moved up by an
-    octave, it is the same envelope with a ripple like that of 220 Hz in the bands under 1 kHz, where the
-    bands (35 Hz apart) resolve it, attenuated where they barely do. Then on a real clip: the log-mel
-    changes, the pitch columns do not."""
-    settings = FEATURE_SETS["logmel-robust-4k"]
-    n, hz = settings.n_mels, settings.band_centres_hz
-    smooth = envelope_matrix(n, 12)
-    envelope = np.tile(smooth @ RNG(0).standard_normal(n), (20, 1))
-
-    def ripple(f0: float) -> np.ndarray:
-        return np.tile(np.cos(2 * np.pi * hz / f0), (20, 1))
-
-    plane = np.concatenate([envelope + ripple(110.0), np.zeros((20, 2))], axis=1).astype(np.float32)
-    octave_up = next(seed for seed in range(5000) if RNG(seed).uniform(-1, 1) > 0.995)
-    moved = shift_harmonics(plane, RNG(octave_up), centres_hz=hz, max_octaves=1.0)
-    low = hz < 1000
-
-    def likeness(x: np.ndarray, f0: float) -> float:  # of the ripple under 1 kHz to that of harmonics of f0
-        return float(np.corrcoef((x[0, :n] - envelope[0])[low], ripple(f0)[0, low])[0, 1])
-
-    assert likeness(moved, 220.0) > 0.85 and abs(likeness(plane, 220.0)) < 0.1
-    assert np.abs(moved[:, :n] @ smooth.T - envelope).mean() < 0.1  # the envelope stays
-
-    clip = settings.extract(read_audio(BUNDLED / "wav" / "03a01Wa.flac"))
-    out = shift_harmonics(clip, RNG(1), centres_hz=hz, max_octaves=1.0)
-    assert np.abs(out[:, :n] - clip[:, :n]).mean() > 0.05
-    np.testing.assert_array_equal(out[:, n:], clip[:, n:])
-    np.testing.assert_allclose(shift_harmonics(clip, RNG(1), centres_hz=hz, max_octaves=0.0), clip, atol=1e-5)
-
-
 def test_warp_leaves_the_pitch_columns_alone():
     x = RNG(0).standard_normal((50, 2 * 64 + 2)).astype(np.float32)
     out = warp_frequency(x, RNG(1), n_mels=64, max_warp=0.1)
@@ -295,13 +263,12 @@ def test_frame_augment_is_random_but_seeded(frames):
 # -------------------------------------------------------------------------------------------- model
 
 
-@pytest.fixture(scope="module", params=[{}, {"freq_filters": (8, 8), "freq_pools": (2, 4)}, {"lifter": 12}],
-                ids=["time-convolutions", "time-frequency-front-end", "envelope"])
-def crnn(request):
+@pytest.fixture(scope="module")
+def crnn():
     from training.models import build_crnn
 
     dims = FRAMES.extract(Audio(tone(1.0, 16000)[:, 0], 16000, 1)).shape[1]
-    return build_crnn((None, dims), 7, n_mels=FRAMES.n_mels, **request.param)
+    return build_crnn((None, dims), 7)
 
 
 def _clip(seconds: float, seed: int = 0) -> np.ndarray:
@@ -414,31 +381,3 @@ def test_the_envelope_setting_makes_a_low_and_a_high_voice_with_the_same_formant
     assert apart_envelope < 0.5 * apart_fine, (apart_envelope, apart_fine)
     assert "lifter" not in FEATURE_SETS["logmel-robust-4k"].to_dict()
     assert envelope.to_dict()["lifter"] == 12 and settings_from_dict(envelope.to_dict()) == envelope
-
-
-def test_the_envelope_layer_is_the_features_lifter_and_members_can_differ():
-    """The in-network envelope (``lifter`` of a member) applies the features' own matrix to each frame's
-    log-mel and leaves the pitch columns; an ensemble built with ``member_args`` has it in one member only."""
-    from training.models import Envelope, build_crnn_ensemble, check_bands
-
-    fine = dataclasses.replace(FEATURE_SETS["logmel-robust-4k"], speech=None)
-    x = fine.frames(tone(1.0, 16000, freq=150)[:, 0])[None]
-    out = np.asarray(Envelope(fine.n_mels, 12)(x))
-    want = (envelope_matrix(fine.n_mels, 12) @ x[0, :, :fine.n_mels].T).T
-    np.testing.assert_allclose(out[0, :, :fine.n_mels], want, atol=1e-4)
-    np.testing.assert_array_equal(out[0, :, fine.n_mels:], x[0, :, fine.n_mels:])
-    assert np.abs(out[0, :, :fine.n_mels] - x[0, :, :fine.n_mels]).mean() > 0.05  # the harmonics are gone
-
-    model = build_crnn_ensemble((None, x.shape[2]), 7, n_mels=fine.n_mels, member_args=[{}, {"lifter": 12}])
-    names = {layer.name for layer in model.layers}
-    assert "member1_envelope" in names and "member0_envelope" not in names
-    with pytest.raises(ValueError, match="3 members"):
-        build_crnn_ensemble((None, x.shape[2]), 7, members=3, member_args=[{}, {"lifter": 12}])
-
-    # training checks that the band width is the features' own, written out
-    check_bands({"members": 2}, fine.n_mels)
-    check_bands({"member_args": [{}, {"lifter": 12}], "n_mels": fine.n_mels}, fine.n_mels)
-    with pytest.raises(ValueError, match="n_mels"):
-        check_bands({"member_args": [{}, {"lifter": 12}]}, fine.n_mels)
-    with pytest.raises(ValueError, match="n_mels"):
-        check_bands({"freq_filters": [8], "freq_pools": [2], "n_mels": 40}, fine.n_mels)

@@ -4,9 +4,6 @@ Each transform is a small function of ``(features, rng)``; :class:`FrameAugment`
 feature set's layout (groups of ``n_mels`` columns: log-mel, then its deltas). Applied per item, per epoch,
 to training items only: validation and test items are never augmented.
 
-- :func:`shift_harmonics`: move the ripple of a voice's harmonics over the log-mel (the fine structure, what
-  lies above the spectral envelope's cepstral coefficients) as a higher or lower voice would make it, the
-  envelope (formants, tilt) left as it is: another speaker's register with the same vowels and voice.
 - :func:`warp_frequency`: stretch or squeeze the mel axis by a random factor, as a longer or shorter vocal
   tract would (vocal tract length perturbation); the strongest cue for "another speaker".
 - :func:`mask_frequency`: blank random bands (SpecAugment): robustness to channel colouring and noise.
@@ -20,29 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speech_emotion.features import FeatureSet, LogMelFrames, envelope_matrix
-
-
-def shift_harmonics(x: np.ndarray, rng: np.random.Generator, *, centres_hz: np.ndarray, max_octaves: float,
-                    lifter: int = 12) -> np.ndarray:
-    """Split each mel group (``len(centres_hz)`` bands, centred at those frequencies) into its envelope (its
-    first ``lifter`` cepstral coefficients, :func:`speech_emotion.features.envelope_matrix`, as the
-    features' ``lifter``) and the rest, the harmonics' ripple; move the ripple along frequency by a factor
-    ``2 ** u``, ``u`` uniform in ``[-max_octaves, max_octaves]`` (band ``i`` gets the ripple at
-    ``centres_hz[i] / 2 ** u``; none where that is above the top band), add the envelope back: the
-    harmonics spaced as a voice ``2 ** u`` times higher would space them, over the same formants."""
-    n_mels = len(centres_hz)
-    factor = 2.0 ** rng.uniform(-max_octaves, max_octaves)
-    source = np.interp(centres_hz / factor, centres_hz, np.arange(n_mels), right=np.inf)
-    inside = np.isfinite(source).astype(x.dtype)
-    source = np.where(np.isfinite(source), source, 0.0)
-    smooth = envelope_matrix(n_mels, lifter).astype(x.dtype)
-    out = x.copy()  # columns after the mel groups (pitch) pass through unchanged
-    for g in range(x.shape[1] // n_mels):
-        block = x[:, g * n_mels:(g + 1) * n_mels]
-        envelope = block @ smooth.T
-        out[:, g * n_mels:(g + 1) * n_mels] = envelope + _read_bands(block - envelope, source) * inside
-    return out
+from speech_emotion.features import FeatureSet, LogMelFrames
 
 
 def _read_bands(block: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -103,10 +78,6 @@ class FrameAugment:
     """The chain used by ``--augment``; every step can be switched off by setting its strength to 0."""
 
     n_mels: int
-    #: :func:`shift_harmonics`, up to this many octaves either way (0: off), over bands centred at
-    #: ``band_centres_hz`` (the features').
-    harmonic_octaves: float = 0.0
-    band_centres_hz: tuple[float, ...] | None = None
     max_warp: float = 0.1
     max_time_scale: float = 0.1
     freq_masks: int = 2
@@ -118,14 +89,9 @@ class FrameAugment:
     def for_features(cls, features: FeatureSet, **overrides) -> "FrameAugment":
         if not isinstance(features, LogMelFrames):
             raise ValueError(f"--augment works on frame features (logmel), not {features.kind}")
-        return cls(n_mels=features.n_mels, band_centres_hz=tuple(features.band_centres_hz.tolist()), **overrides)
+        return cls(n_mels=features.n_mels, **overrides)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.harmonic_octaves:
-            if self.band_centres_hz is None:
-                raise ValueError("harmonic_octaves needs the bands' centre frequencies (FrameAugment.for_features)")
-            x = shift_harmonics(x, rng, centres_hz=np.asarray(self.band_centres_hz),
-                                max_octaves=self.harmonic_octaves)
         if self.max_warp:
             x = warp_frequency(x, rng, n_mels=self.n_mels, max_warp=self.max_warp)
         if self.max_time_scale:

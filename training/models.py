@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
-import numpy as np
 from keras import layers, ops
 
-from speech_emotion.features import envelope_matrix
 
 
 def build_notebook(
@@ -87,41 +85,6 @@ class PoolMask(layers.Layer):
         return {**super().get_config(), "pool": self.pool}
 
 
-@keras.saving.register_keras_serializable(package="ser")
-class SplitMel(layers.Layer):
-    """Each frame's first ``n_mels`` columns (the log-mel) and the rest (the pitch track), as two tensors."""
-
-    def __init__(self, n_mels: int, **kwargs):
-        super().__init__(**kwargs)
-        self.n_mels = n_mels
-
-    def call(self, x):
-        return x[:, :, : self.n_mels], x[:, :, self.n_mels:]
-
-    def get_config(self):
-        return {**super().get_config(), "n_mels": self.n_mels}
-
-
-@keras.saving.register_keras_serializable(package="ser")
-class Envelope(layers.Layer):
-    """Each frame's first ``n_mels`` columns (the log-mel) cut to their first ``lifter`` cepstral
-    coefficients, the rest (pitch) as it is: the features' ``lifter`` setting inside one network, so that
-    one member of an ensemble can read the envelope while another reads the harmonics too."""
-
-    def __init__(self, n_mels: int, lifter: int, **kwargs):
-        super().__init__(**kwargs)
-        self.n_mels, self.lifter = n_mels, lifter
-        # frames are rows here: x @ M.T applies the matrix to each frame's bins
-        self._matrix = np.ascontiguousarray(envelope_matrix(n_mels, lifter).T, dtype=np.float32)
-
-    def call(self, x):
-        mel = ops.matmul(x[:, :, : self.n_mels], ops.convert_to_tensor(self._matrix, dtype=x.dtype))
-        return ops.concatenate([mel, x[:, :, self.n_mels:]], axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "n_mels": self.n_mels, "lifter": self.lifter}
-
-
 class _TimePooling(layers.Layer):
     """Pools over time with the explicit frame mask; takes the LSTM's Keras mask and returns none."""
 
@@ -183,33 +146,9 @@ def _crnn_branch(
     dense_units: int = 64,
     dropout: float = 0.3,
     stats_pooling: bool = True,
-    freq_filters: tuple[int, ...] = (),
-    freq_pools: tuple[int, ...] = (),
-    n_mels: int = 64,
-    lifter: int = 0,
 ):
-    """The layers of :func:`build_crnn` from its input frames and their frame mask to its probabilities.
-
-    ``freq_filters``: first read the log-mel (the first ``n_mels`` columns) as an image, with 3 x 3
-    convolutions over time and frequency, each followed by max-pooling over frequency by ``freq_pools``
-    (time keeps its resolution); the maps, flattened per frame, and the remaining columns (pitch) go on to
-    the convolutions over time. A formant or harmonic that another voice puts a few bands higher or lower
-    then lights the same filters: what frequency warping in training teaches the model otherwise.
-
-    ``lifter``: read the log-mel's envelope only (:class:`Envelope`), not its harmonics.
-    """
-    x = Envelope(n_mels, lifter, name=f"{prefix}envelope")(features) if lifter else features
-    x = layers.SpatialDropout1D(0.1)(x)
-    if freq_filters:
-        mel, rest = SplitMel(n_mels)(x)
-        plane = layers.Reshape((-1, n_mels, 1))(mel)
-        for i, (filters, pool) in enumerate(zip(freq_filters, freq_pools, strict=True)):
-            plane = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}fconv{i}")(plane)
-            plane = layers.BatchNormalization(name=f"{prefix}fbn{i}")(plane)
-            plane = layers.Activation("relu")(plane)
-            plane = layers.MaxPooling2D((1, pool), name=f"{prefix}fpool{i}")(plane)
-            plane = ApplyMask()(plane, mask)
-        x = layers.Concatenate()([layers.Reshape((-1, plane.shape[2] * plane.shape[3]))(plane), rest])
+    """The layers of :func:`build_crnn` from its input frames and their frame mask to its probabilities."""
+    x = layers.SpatialDropout1D(0.1)(features)
     for i, filters in enumerate(conv_filters):
         x = layers.Conv1D(filters, kernel_size, padding="same", use_bias=False, name=f"{prefix}conv{i}")(x)
         x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
@@ -302,28 +241,22 @@ def build_crnn_ensemble(
     n_classes: int,
     *,
     members: int = 2,
-    member_args: list[dict] | None = None,
     label_smoothing: float = 0.1,
     learning_rate: float = 2e-3,
     **branch_args,
 ) -> keras.Model:
     """``members`` :func:`build_crnn` networks over the same frames (layers ``member0_conv0`` ...), each with
     its own initial weights and dropout, answering the mean of their probabilities (:class:`MemberMean`).
-    ``member_args``: one dict per member of :func:`_crnn_branch` arguments that member has instead of
-    ``branch_args`` (e.g. ``[{}, {"lifter": 12}]``: the second member reads the spectral envelope only).
 
     They see the same batches and are trained together, but each on its own cross-entropy: the members of
     an ensemble for the price of one training loop, and one model call at serving time.
     """
     if members < 1:
         raise ValueError(f"an ensemble needs at least one member, not {members}")
-    member_args = list(member_args or [{}] * members)
-    if len(member_args) != members:
-        raise ValueError(f"member_args has {len(member_args)} entries for {members} members")
     features = keras.Input(shape=(None, input_shape[-1]), name="features")
     mask = FrameMask(name="frame_mask")(features)
     outputs = MemberMean(name="probabilities")(
-        [_crnn_branch(features, mask, n_classes, prefix=f"member{i}_", **{**branch_args, **member_args[i]})
+        [_crnn_branch(features, mask, n_classes, prefix=f"member{i}_", **branch_args)
          for i in range(members)])
     model = keras.Model(features, outputs, name="crnn_ensemble")
     model.compile(
@@ -332,16 +265,6 @@ def build_crnn_ensemble(
         metrics=["accuracy"],
     )
     return model
-
-
-def check_bands(model_args: dict, n_mels: int | None) -> None:
-    """Options that read the log-mel as bands (``freq_filters``, ``lifter``, also per member) take its width
-    from ``n_mels``, which the features decide: a model that read other columns as bands would train
-    without an error and mean nothing, so the two must agree, written out."""
-    wanted = [model_args, *(model_args.get("member_args") or [])]
-    if any(args.get("freq_filters") or args.get("lifter") for args in wanted) and model_args.get("n_mels") != n_mels:
-        raise ValueError(f"model_args reads log-mel bands (freq_filters or lifter): give it the features' n_mels "
-                         f"({n_mels}), not {model_args.get('n_mels')}")
 
 
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {

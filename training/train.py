@@ -175,9 +175,6 @@ def _run(cfg: TrainConfig) -> RunResult:
         raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     feature_set = resolve_features(cfg.features)
     builder = resolve_builder(cfg.model)
-    from training.models import check_bands
-
-    check_bands(cfg.model_args, getattr(feature_set, "n_mels", None))
     augment = None
     if cfg.augment:
         from training.augment import FrameAugment
