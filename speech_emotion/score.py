@@ -297,8 +297,9 @@ def ray_init(address: str) -> bool:
         raise ImportError("--ray-address needs Ray: pip install '.[cluster]'") from None
     if ray.is_initialized():
         return False
-    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local" as Ray's own address: a new instance even where RAY_ADDRESS or a `ray start` on this machine
+    # names another one (with no address, ray.init would join that one instead).
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return True
 
 

@@ -172,10 +172,12 @@ def test_parquet_holds_the_same_rows(archive, tmp_path):
     assert [t["probability"] for t in table] == [float(r["probability"]) for r in rows]
 
 
-def test_on_a_local_ray_instance_the_rows_equal_the_local_run(archive, tmp_path):
+def test_on_a_local_ray_instance_the_rows_equal_the_local_run(archive, tmp_path, monkeypatch):
     """Ray tasks score the same chunks as local worker processes, each on one thread: the same rows, to the
-    last digit, in the same order."""
+    last digit, in the same order. "local" starts a Ray instance of its own even where RAY_ADDRESS names
+    another (here one that does not answer), as on a node of a cluster."""
     pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
     score([str(archive)], local, model=str(MODELS), jobs=2, chunk=4, timeline=True, progress=False)
     run = score([str(archive)], on_ray, model=str(MODELS), chunk=4, timeline=True, ray_address="local",
