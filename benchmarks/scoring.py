@@ -10,13 +10,16 @@ is not all there is to measure.
   2. ``score`` on all local cores (``jobs``, default one per core), from its start to the written file:
      start-up (the workers', and the model process's: importing TensorFlow, loading the model) is counted,
      and shown apart as the time until the first chunk's rows came back;
-  3. with ``--ray``: the same on a local Ray instance (``ray_address="local"``), Ray's start included.
+  3. with ``--ray``: the same on a local Ray instance (``ray_address="local"``), Ray's start included;
+  4. with ``--ray-address ADDRESS``: the same on a Ray instance already running there (as on a cluster, whose
+     start no scoring job pays), e.g. one started on this machine with ``ray start --head --num-cpus 2``.
 For each: recordings/s and audio hours scored per hour, overall and after the first chunk, the ratio to the
 baseline; whether every answer equals the service's (same emotion, probabilities within 2e-5); and whether
 Ray's rows equal the local run's, row for row.
 
     python benchmarks/scoring.py                 # baseline and local
     python benchmarks/scoring.py --ray           # also on local Ray (needs pip install '.[cluster]')
+    ray start --head --num-cpus 2 && python benchmarks/scoring.py --ray --ray-address auto; ray stop
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=4, help="each bundled file this many times (default 4)")
     parser.add_argument("--jobs", type=int, default=0, help="score's worker processes (default: one per core)")
     parser.add_argument("--ray", action="store_true", help="also run score on a local Ray instance")
+    parser.add_argument("--ray-address", default=None,
+                        help="also run score on the Ray instance already running at this address (e.g. auto)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
@@ -133,8 +138,13 @@ def main() -> int:
         if args.ray:
             timing, ray_rows = with_score(model, files, Path(tmp) / "ray.csv", ray_address="local")
             record("score on local Ray", timing, differences(ray_rows, answers, labels))
-            results["ray_rows_equal_local"] = ray_rows == rows
+            results["runs"][-1]["rows_equal_local"] = ray_rows == rows
             print(f"Ray's rows equal the local run's, row for row: {ray_rows == rows}")
+        if args.ray_address:
+            timing, running_rows = with_score(model, files, Path(tmp) / "running.csv", ray_address=args.ray_address)
+            record(f"score on running Ray ({args.ray_address})", timing, differences(running_rows, answers, labels))
+            results["runs"][-1]["rows_equal_local"] = running_rows == rows
+            print(f"The running Ray instance's rows equal the local run's, row for row: {running_rows == rows}")
 
     base = results["runs"][0]
     lines = [f"Model {results['model']}, {n} recordings (the {len(bundled)} bundled EMO-DB files x {args.copies}; "
@@ -151,10 +161,10 @@ def main() -> int:
                      f"| {base['seconds'] / run['seconds']:.2f}x "
                      f"| {steady} "
                      f"| {run['answers_not_the_service']} |")
-    if args.ray:
-        local, ray = results["runs"][1]["seconds"], results["runs"][2]["seconds"]
-        lines.append(f"\nRay against the local path: {ray / local:.2f}x the time ({(ray / local - 1) * 100:+.0f} %); "
-                     f"rows equal: {results['ray_rows_equal_local']}.")
+    local = results["runs"][1]["seconds"]
+    for run in results["runs"][2:]:  # the Ray rows
+        lines.append(f"\n{run['label']} against the local path: {run['seconds'] / local:.2f}x the time "
+                     f"({(run['seconds'] / local - 1) * 100:+.0f} %); rows equal: {run['rows_equal_local']}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
