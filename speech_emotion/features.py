@@ -54,12 +54,6 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return hz
 
 
-def mel_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """The ``n_mels + 2`` frequencies (Hz) that bound :func:`mel_filterbank`'s triangles, evenly spaced in
-    mel; band ``i`` peaks at ``edges[i + 1]``."""
-    return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-
-
 @functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0,
                    fmax: float | None = None) -> np.ndarray:
@@ -72,7 +66,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float 
     """
     fmax = float(sample_rate) / 2 if fmax is None else fmax
     fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
-    mel_hz = mel_edges(n_mels, fmin, fmax)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
     width = np.diff(mel_hz)
     ramps = np.subtract.outer(mel_hz, fft_hz)
     basis = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)

@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import BUNDLED, ROOT, tone
 from speech_emotion.audio import Audio, AudioTooShortError, read_audio
 from training.augment import FrameAugment, mask_frequency, mask_time, scale_time, warp_frequency
-from speech_emotion.features import (FEATURE_SETS, LogMelFrames, median_voiced, pad_batch,
-                                     power_spectrogram, settings_from_dict, yin)
+from speech_emotion.features import (FEATURE_SETS, LogMelFrames, median_voiced, pad_batch, power_spectrogram,
+                                     settings_from_dict, yin)
 from speech_emotion.model import resolve_model_dir
 
 FRAMES = FEATURE_SETS["logmel"]

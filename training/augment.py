@@ -20,22 +20,17 @@ import numpy as np
 from speech_emotion.features import FeatureSet, LogMelFrames
 
 
-def _read_bands(block: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """``block`` (frames x bands) read at the fractional band positions ``source`` (in ``[0, bands - 1]``),
-    interpolating linearly between neighbours."""
-    lo = np.floor(source).astype(int)
-    hi = np.minimum(lo + 1, block.shape[1] - 1)
-    frac = (source - lo).astype(block.dtype)
-    return block[:, lo] * (1 - frac) + block[:, hi] * frac
-
-
 def warp_frequency(x: np.ndarray, rng: np.random.Generator, *, n_mels: int, max_warp: float) -> np.ndarray:
     """Resample each ``n_mels``-wide group along frequency by a factor in ``[1 - max_warp, 1 + max_warp]``."""
     alpha = rng.uniform(1 - max_warp, 1 + max_warp)
     source = np.clip(np.arange(n_mels) / alpha, 0, n_mels - 1)
+    lo = np.floor(source).astype(int)
+    hi = np.minimum(lo + 1, n_mels - 1)
+    frac = (source - lo).astype(x.dtype)
     out = x.copy()  # columns after the mel groups (pitch) pass through unchanged
     for g in range(x.shape[1] // n_mels):
-        out[:, g * n_mels:(g + 1) * n_mels] = _read_bands(x[:, g * n_mels:(g + 1) * n_mels], source)
+        block = x[:, g * n_mels:(g + 1) * n_mels]
+        out[:, g * n_mels:(g + 1) * n_mels] = block[:, lo] * (1 - frac) + block[:, hi] * frac
     return out
 
 

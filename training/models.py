@@ -12,7 +12,6 @@ import keras
 from keras import layers, ops
 
 
-
 def build_notebook(
     input_shape: tuple[int | None, int],
     n_classes: int,
