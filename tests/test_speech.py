@@ -3,6 +3,7 @@ of it (no_speech, timeline windows without speech, speech seconds)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -63,6 +64,26 @@ def test_no_speech_in_silence_noise_or_a_click(what):
     assert DEFAULT_DETECTOR.speech_seconds(y, SR) < DEFAULT_DETECTOR.min_speech
 
 
+def test_quiet_speech_is_found_as_at_full_level():
+    y = clip()
+    loud = DEFAULT_DETECTOR.speech_seconds(y, SR)
+    as_read = dataclasses.replace(DEFAULT_DETECTOR, level_db=None)  # WebRTC on the recording's own level
+    for db in (-20, -30, -40):
+        quiet = y * np.float32(10 ** (db / 20))
+        assert DEFAULT_DETECTOR.speech_seconds(quiet, SR) >= 0.9 * loud, db
+        assert len(DEFAULT_DETECTOR.keep(quiet, SR)) == pytest.approx(len(DEFAULT_DETECTOR.keep(y, SR)), rel=0.1)
+    # what the level setting is for: read as it is, 40 dB down, WebRTC hears under half of the speech
+    assert as_read.speech_seconds(y * np.float32(0.01), SR) < 0.5 * loud
+
+
+@pytest.mark.parametrize("what", ["dither", "quiet noise", "quiet click"])
+def test_near_silence_stays_without_speech_when_brought_up(what):
+    y = {"dither": noise(level=3e-5), "quiet noise": noise(level=1e-3, seed=1),
+         "quiet click": click() * np.float32(1e-3)}[what]
+    with pytest.raises(NoSpeechError):
+        DEFAULT_DETECTOR.keep(y, SR)
+
+
 def test_long_pauses_inside_are_shortened():
     y = clip()
     gap = 1.5
@@ -86,6 +107,11 @@ def test_detector_settings_round_trip_through_feature_metadata():
     assert settings_from_dict(FEATURE_SETS["logmel-speaker"].to_dict()).speech is None
     with pytest.raises(ValueError, match="unknown speech detector settings"):
         settings_from_dict({**data, "speech": {**data["speech"], "bogus": 1}})
+    # a detector saved before the level setting reads audio at its own level, and is written as it was
+    before = {k: v for k, v in data["speech"].items() if k not in ("level_db", "max_gain_db")}
+    assert data["speech"]["level_db"] == DEFAULT_DETECTOR.level_db is not None
+    assert SpeechDetector.from_dict(before).level_db is None
+    assert SpeechDetector.from_dict(before).to_dict() == before
 
 
 def test_features_on_speech_only_are_the_same_with_padding_around():
