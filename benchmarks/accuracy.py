@@ -8,7 +8,7 @@ Tasks (all speaker-independent except tess-random, which is there to show the ga
   emodb-loso     EMO-DB, leave one speaker out (10 folds, predictions pooled), and the robustness suite:
                  every test clip also scored under fixed, seeded degradations (training/degrade.py CONDITIONS:
                  1 s of silence around it, white and babble noise at 20 and 10 dB SNR, reverberation,
-                 telephone band, MP3 at 64 kb/s), one UAR per condition
+                 telephone band, MP3 at 64 kb/s, 30 dB quieter), one UAR per condition
   emodb-tess     across corpora: train EMO-DB, test TESS (the 6 emotions both have; epoch chosen on EMO-DB)
   tess-emodb     across corpora: train TESS, test EMO-DB (the same 6; epoch chosen on TESS)
 

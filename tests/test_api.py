@@ -635,5 +635,5 @@ def test_the_default_model_is_shippable_and_says_how_it_holds_up(served):
     (cross,) = evaluation["cross_corpus"]
     assert cross["corpus"] == "tess" and len(cross["emotions"]) == 6 and 0 <= cross["metrics"]["uar"] <= 1
     conditions = evaluation["robustness"]["conditions"]
-    assert set(conditions) == {"silence-1s", "white-20dB", "white-10dB", "babble-20dB", "babble-10dB", "reverb",
+    assert set(conditions) >= {"silence-1s", "white-20dB", "white-10dB", "babble-20dB", "babble-10dB", "reverb",
                                "telephone", "mp3-64k"}

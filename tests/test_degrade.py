@@ -279,7 +279,7 @@ def test_mic_response_colours_but_keeps_level(clip):
 
 def test_conditions_are_the_fixed_suite():
     assert list(CONDITIONS) == ["silence-1s", "white-20dB", "white-10dB", "babble-20dB", "babble-10dB",
-                                "reverb", "telephone", "mp3-64k"]
+                                "reverb", "telephone", "mp3-64k", "quiet-30dB"]
 
 
 @pytest.mark.parametrize("name", list(CONDITIONS))
@@ -302,6 +302,7 @@ def test_condition_levels(clip, others):
     for name, snr in (("white-20dB", 20), ("white-10dB", 10), ("babble-20dB", 20), ("babble-10dB", 10)):
         added = CONDITIONS[name](clip, SR, rng, others).astype(np.float64) - clip
         assert abs(db(power(clip) / power(added)) - snr) < 0.5
+    assert db(power(clip) / power(CONDITIONS["quiet-30dB"](clip, SR, rng, others))) == pytest.approx(30, abs=0.01)
 
 
 # --------------------------------------------------------------------------------- training augmentation

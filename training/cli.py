@@ -150,8 +150,8 @@ def _add_train(sub) -> None:
                         "DegradeSettings), value as JSON (e.g. telephone_p=0.4, noise_snr_db=[0,20]); repeatable")
     p.add_argument("--robustness", default=S, action=argparse.BooleanOptionalAction,
                    help="also score every test clip under fixed, seeded degradations (1 s of silence around it, "
-                        "white and babble noise at 20 and 10 dB SNR, reverberation, telephone band, MP3 64 kb/s): "
-                        "one UAR per condition")
+                        "white and babble noise at 20 and 10 dB SNR, reverberation, telephone band, MP3 64 kb/s, "
+                        "30 dB quieter): one UAR per condition")
     p.add_argument("--eval-data", dest="eval_data", action="append", default=S, metavar="PATH",
                    help="after the final fit, also score the final model on this corpus (the emotions it shares "
                         "with the model; each clip alone): a cross-corpus figure in the metrics and the exported "

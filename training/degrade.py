@@ -434,6 +434,9 @@ CONDITIONS: dict[str, Condition] = {name: _named(name, condition) for name, cond
     "reverb": lambda y, sr, rng, others: reverberate(y, sr, rng, rt60=0.5),
     "telephone": lambda y, sr, rng, others: telephone(y, sr),
     "mp3-64k": lambda y, sr, rng, others: lossy_codec(y, sr, codec="mp3", bitrate_kbps=64),
+    # a quiet recording (a distant talker, a low-gain microphone): what the features read is gain-normalised,
+    # speech detection must find the speech all the same
+    "quiet-30dB": lambda y, sr, rng, others: gain(y, db=-30.0),
 }.items()}
 
 
