@@ -10,7 +10,9 @@ at its most aggressive mode, with an energy gate relative to the recording's own
 chosen by measurement (``benchmarks/vad.py``, results in ``benchmarks/README.md``): Silero VAD separates
 speech from noise better, but costs several times the whole feature extraction per clip, which the
 service's latency budget does not allow; WebRTC alone marks most stationary-noise padding as speech, which
-the gate removes.
+the gate removes; and WebRTC hears less and less of quiet speech, so a quiet recording is read as if it were
+at a fixed level (``level_db``): the speech found does not depend on the recording's level, as the
+features do not.
 
 Its settings are a frozen dataclass carried in the feature settings (``LogMelFrames.speech``), so they
 are written into every model's ``metadata.json`` and a model is always fed the way it was trained.

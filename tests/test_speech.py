@@ -175,6 +175,18 @@ def test_padding_around_a_clip_barely_changes_the_answer(client):
         assert diff < 0.1, (level, alone, padded)
 
 
+def test_a_quiet_recording_gets_the_answer_of_a_loud_one(client):
+    y = clip()
+    loud = post(client, wav(y)).json()
+    for db in (-20, -30):
+        r = post(client, wav(y * np.float32(10 ** (db / 20))))
+        assert r.status_code == 200, r.text
+        quiet = r.json()
+        assert quiet["emotion"] == loud["emotion"], db
+        assert max(abs(loud["probabilities"][k] - quiet["probabilities"][k]) for k in loud["probabilities"]) < 0.05
+        assert quiet["speech_seconds"] == pytest.approx(loud["speech_seconds"], rel=0.1), db
+
+
 def test_timeline_marks_the_window_without_speech(client):
     first, second = speech(4.0, start=0), speech(4.0, start=40)
     y = np.concatenate([first[:, 0], np.zeros(4 * SR, np.float32), second[:, 0]])  # 12 s: longer than the span
