@@ -180,6 +180,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 #: The detector of every feature preset that uses one, and the service's gate for models trained without.
-#: Quiet recordings are read at -15 dBFS (the loudest frame): the quietest of the bundled corpus's clips are
-#: there, and WebRTC finds there nearly all the speech it finds at full scale (benchmarks/vad.py, "quiet").
+#: Quiet recordings are read at -15 dBFS (the loudest frame): just under the bundled corpus's quietest clip
+#: (-14.7 dBFS), so none of its clips changes, and where WebRTC finds nearly all the speech it finds at full
+#: scale (benchmarks/vad.py, "quiet -40 dBFS").
 DEFAULT_DETECTOR = SpeechDetector(level_db=-15.0)
