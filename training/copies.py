@@ -88,23 +88,42 @@ def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speak
     return out
 
 
-def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str, conditions: Sequence[str]
-                     ) -> list[str]:
-    """Write every clip under every condition as 16 kHz WAV to ``out_dir/<condition>/<file name>.wav``, exactly as
-    the robustness suite hears them (same seeds); returns the files written."""
+def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str, conditions: Sequence[str],
+                     emotions: Sequence[str] | None = None) -> list[str]:
+    """Write every clip under every condition as 16 kHz WAV, exactly as the robustness suite hears them (same
+    seeds); returns the files written.
+
+    Each clip keeps its path below the folder that holds all of them, its suffix made ``.wav``:
+    ``out_dir/<condition>/OAF_neutral/OA_bite_neutral.wav``. Corpora whose labels or speakers are read from
+    folder names (TESS, one folder per emotion) keep them, and two clips of the same name in different
+    folders stay two files. With ``emotions`` (one per clip), each condition's folder also gets a
+    ``manifest.csv`` (``path,emotion,speaker``) that ``--data`` reads whatever the corpus's layout.
+    """
+    import csv
+    import os
+
     import soundfile as sf
     from pathlib import Path
 
+    if not paths:
+        return []
+    top = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
+    names = [Path(p).resolve().relative_to(top).with_suffix(".wav") for p in paths]
     waves = Waveforms(paths)
     written = []
     for name in conditions:
         folder = Path(out_dir) / name
-        folder.mkdir(parents=True, exist_ok=True)
         for i in range(len(paths)):
             y = degrade_for_suite(i, name, waves, speakers)
-            target = folder / (Path(paths[i]).stem + ".wav")
+            target = folder / names[i]
+            target.parent.mkdir(parents=True, exist_ok=True)
             sf.write(target, y, RATE, subtype="PCM_16")
             written.append(str(target))
+        if emotions is not None:
+            with (folder / "manifest.csv").open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "emotion", "speaker"])
+                writer.writerows([n.as_posix(), e, s] for n, e, s in zip(names, emotions, speakers))
     return written
 
 
