@@ -107,8 +107,10 @@ def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str
 
     if not paths:
         return []
-    top = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
-    names = [Path(p).resolve().relative_to(top).with_suffix(".wav") for p in paths]
+    # absolute, not resolved: a corpus of symbolic links keeps the layout of its links, not of their targets
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    top = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    names = [p.relative_to(top).with_suffix(".wav") for p in absolute]
     waves = Waveforms(paths)
     written = []
     for name in conditions:
