@@ -103,8 +103,8 @@ def test_settings_from_the_config_reach_the_copies():
 
 def test_degrade_keeps_the_corpus_layout_and_labels(tmp_path):
     """`python -m training degrade` on a corpus labelled by its folders, with the same file name in each of them
-    (one a symbolic link): every copy is written, and the degraded corpus loads with its labels, as a folder
-    and by its manifest."""
+    (one a symbolic link) and one name in two formats: every copy is written, and the degraded corpus loads
+    with its labels, as a folder and by its manifest."""
     import shutil
 
     import soundfile as sf
@@ -119,15 +119,19 @@ def test_degrade_keeps_the_corpus_layout_and_labels(tmp_path):
     # and one clip as a link to a file elsewhere: its place in the corpus counts, not its target's
     (corpus / "happy").mkdir()
     (corpus / "happy" / "take1.flac").symlink_to((BUNDLED / "wav" / "03a04Fd.flac").resolve())
+    # and two recordings of one name in one folder, in two formats: two copies
+    shutil.copy(BUNDLED / "wav" / "03a01Fa.flac", corpus / "happy" / "take2.flac")
+    sf.write(corpus / "happy" / "take2.wav", read_audio(str(BUNDLED / "wav" / "03a04Fd.flac")).samples, 16000)
     out = tmp_path / "out"
     assert main(["degrade", "--data", str(corpus), "--out", str(out), "--conditions", "quiet-30dB"]) == 0
 
     written = sorted(p.relative_to(out / "quiet-30dB").as_posix() for p in out.rglob("*.wav"))
-    assert written == ["angry/take1.wav", "happy/take1.wav", "neutral/take1.wav", "sad/take1.wav"]
+    assert written == ["angry/take1.wav", "happy/take1.wav", "happy/take2.flac.wav", "happy/take2.wav.wav",
+                       "neutral/take1.wav", "sad/take1.wav"]
     angry, _ = sf.read(out / "quiet-30dB" / "angry" / "take1.wav")
     original = read_audio(str(corpus / "angry" / "take1.flac")).samples
     assert np.abs(angry).max() < 0.1 * np.abs(original).max()  # 30 dB down, not a copy
     for data in (out / "quiet-30dB", out / "quiet-30dB" / "manifest.csv"):
         loaded = load_corpus(str(data))
         assert sorted((u.emotion, u.path.split("/")[-2]) for u in loaded.utterances) == [
-            ("angry", "angry"), ("happy", "happy"), ("neutral", "neutral"), ("sad", "sad")], data
+            ("angry", "angry"), *[("happy", "happy")] * 3, ("neutral", "neutral"), ("sad", "sad")], data

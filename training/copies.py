@@ -101,6 +101,7 @@ def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str
     """
     import csv
     import os
+    from collections import Counter
 
     import soundfile as sf
     from pathlib import Path
@@ -111,6 +112,9 @@ def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str
     absolute = [Path(os.path.abspath(p)) for p in paths]
     top = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     names = [p.relative_to(top).with_suffix(".wav") for p in absolute]
+    # clip.flac beside clip.mp3 would both become clip.wav: those keep their own suffix (clip.flac.wav)
+    taken = Counter(names)
+    names = [n if taken[n] == 1 else n.with_name(p.name + ".wav") for n, p in zip(names, absolute)]
     waves = Waveforms(paths)
     written = []
     for name in conditions:
