@@ -193,8 +193,8 @@ def _add_degrade(sub) -> None:
                                    "suite (training/degrade.py CONDITIONS) as 16 kHz WAV into OUT/<condition>/, "
                                    "exactly as --robustness scores them (same seeds): to listen to them, or to "
                                    "score them with another system. Each file keeps its path within the corpus, "
-                                   "so the copy has the corpus's layout; OUT/<condition>/manifest.csv lists "
-                                   "every file with its emotion and speaker, for --data whatever the layout.")
+                                   "so the copy has the corpus's layout; OUT/<condition>/manifest.csv is the "
+                                   "copies' manifest (as `manifest` writes it), for --data whatever the layout.")
     _data_args(p, suppress=False)
     p.add_argument("--out", required=True, help="folder to write into (one subfolder per condition)")
     p.add_argument("--conditions", default=None, type=lambda s: s.split(","), metavar="C1,C2",
@@ -359,8 +359,7 @@ def _degrade(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(sorted(unknown))}; choose from {', '.join(CONDITIONS)}")
     corpus = load_corpus(args.data, layout=args.layout, speaker_regex=args.speaker_regex)
-    files = write_conditions([u.path for u in corpus.utterances], [u.speaker for u in corpus.utterances],
-                             args.out, conditions, emotions=[u.emotion for u in corpus.utterances])
+    files = write_conditions(corpus, args.out, conditions)
     print(f"{len(files)} files written under {args.out}/ ({len(corpus)} clips x {len(conditions)} conditions; "
           f"each condition's folder lists its files with their labels in manifest.csv)")
     return 0

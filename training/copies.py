@@ -28,6 +28,7 @@ from speech_emotion.audio import Audio, AudioError, read_audio
 from training.degrade import CONDITIONS, DegradeSettings, random_degradation
 from speech_emotion.audio import resample
 from speech_emotion.features import FeatureSet
+from training.corpora.manifest import Corpus
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +89,27 @@ def condition_inputs(idx: Sequence[int], condition: str, waves: Waveforms, speak
     return out
 
 
-def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str, conditions: Sequence[str],
-                     emotions: Sequence[str] | None = None) -> list[str]:
-    """Write every clip under every condition as 16 kHz WAV, exactly as the robustness suite hears them (same
-    seeds); returns the files written.
+def write_conditions(corpus: Corpus, out_dir: str, conditions: Sequence[str]) -> list[str]:
+    """Write every clip of ``corpus`` under every condition as 16 kHz WAV, exactly as the robustness suite hears
+    them (same seeds); returns the files written.
 
     Each clip keeps its path below the folder that holds all of them, its suffix made ``.wav``:
     ``out_dir/<condition>/OAF_neutral/OA_bite_neutral.wav``. Corpora whose labels or speakers are read from
     folder names (TESS, one folder per emotion) keep them, and two clips of the same name in different
-    folders stay two files. With ``emotions`` (one per clip), each condition's folder also gets a
-    ``manifest.csv`` (``path,emotion,speaker``) that ``--data`` reads whatever the corpus's layout.
+    folders stay two files. Each condition's folder also gets the corpus's manifest for its copies
+    (``manifest.csv``, :meth:`Corpus.write_csv`, paths relative to it), which ``--data`` reads whatever the
+    corpus's layout.
     """
-    import csv
     import os
     from collections import Counter
 
     import soundfile as sf
-    from pathlib import Path
 
-    if not paths:
+    utterances = corpus.utterances
+    if not utterances:
         return []
+    paths = [u.path for u in utterances]
+    speakers = [u.speaker for u in utterances]
     # absolute, not resolved: a corpus of symbolic links keeps the layout of its links, not of their targets
     absolute = [Path(os.path.abspath(p)) for p in paths]
     top = Path(os.path.commonpath([str(p.parent) for p in absolute]))
@@ -119,17 +121,16 @@ def write_conditions(paths: Sequence[str], speakers: Sequence[str], out_dir: str
     written = []
     for name in conditions:
         folder = Path(out_dir) / name
-        for i in range(len(paths)):
+        copies = []
+        for i, utterance in enumerate(utterances):
             y = degrade_for_suite(i, name, waves, speakers)
             target = folder / names[i]
             target.parent.mkdir(parents=True, exist_ok=True)
             sf.write(target, y, RATE, subtype="PCM_16")
             written.append(str(target))
-        if emotions is not None:
-            with (folder / "manifest.csv").open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["path", "emotion", "speaker"])
-                writer.writerows([n.as_posix(), e, s] for n, e, s in zip(names, emotions, speakers))
+            copies.append(dataclasses.replace(utterance, path=names[i].as_posix(), duration=len(y) / RATE,
+                                              sample_rate=RATE, channels=1))
+        dataclasses.replace(corpus, utterances=copies, skipped=[], excluded=[]).write_csv(folder / "manifest.csv")
     return written
 
 
