@@ -325,6 +325,26 @@ def test_ensemble_answers_the_mean_of_its_members(pair):
     np.testing.assert_allclose(np.asarray(pair(x, training=False)), out, atol=1e-6)
 
 
+def test_members_fitted_apart_join_into_one_model_answering_their_mean():
+    """training.models.join_members: one-member models (fitted apart) become the members of one ensemble."""
+    import keras
+
+    from training.models import build_crnn_ensemble, join_members
+
+    dims = _clip(1.0).shape[1]
+    members = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        members.append(build_crnn_ensemble((None, dims), 7, members=1))
+    joined = join_members(build_crnn_ensemble((None, dims), 7, members=2), members)
+    x = pad_batch([_clip(2.0, 5), _clip(1.0, 6)])
+    alone = [np.asarray(m(x, training=False)) for m in members]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(joined(x, training=False)), (alone[0] + alone[1]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="member2_conv0"):  # three members need three networks
+        join_members(build_crnn_ensemble((None, dims), 7, members=3), members)
+
+
 def test_ensemble_trains_each_member_on_its_own_loss(pair):
     from training.models import MemberCrossentropy
 

@@ -131,6 +131,33 @@ def test_notebook_recipe_is_the_notebook(slice_csv, tmp_path):
     assert (config["batch_size"], config["augment"], config["class_weight"]) == (512, False, False)
 
 
+def test_members_fitted_apart(slice_csv, tmp_path):
+    """``members_apart``: each member of the pair fitted as a network of its own (its own seed, batches and
+    epoch), then joined into the one exported model, which answers the mean of the two."""
+    import keras
+
+    (tmp_path / "apart.toml").write_text("members_apart = true\n")
+    argv = ["train", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11", "--epochs", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+            "--models-dir", str(tmp_path / "models"), "--export", "emotion", "--config", str(tmp_path / "apart.toml")]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (fold,) = json.loads((run_dir / "history.json").read_text()).values()
+    assert len(fold["member_best_epochs"]) == 2 and all(1 <= e <= 2 for e in fold["member_best_epochs"])
+    assert len(fold["loss"]) == 2, "the curves are the members' means, epoch by epoch"
+    meta = json.loads((resolve_model_dir(tmp_path / "models" / "emotion") / "metadata.json").read_text())
+    assert meta["training"]["config"]["members_apart"] is True and meta["model"]["args"] == {"members": 2}
+    model = keras.models.load_model(run_dir / "model.keras")
+    exported = ExportedModel.load(tmp_path / "models" / "emotion")
+    files = sorted((BUNDLED / "wav").glob("16*.flac"))[:8]
+    x = pad_batch([exported.features.finish(extract_one(str(f), exported.features)) for f in files])
+    heads = keras.Model(model.input, [model.get_layer(f"member{i}_probabilities").output for i in (0, 1)])(x)
+    np.testing.assert_allclose(exported.predict(x), (np.asarray(heads[0]) + np.asarray(heads[1])) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="crnn_ensemble"):
+        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, model="crnn", members_apart=True,
+                                             data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
+
+
 def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('protocol = "speaker"\ntest_speakers = ["99"]\n')

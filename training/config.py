@@ -99,6 +99,9 @@ class TrainConfig:
     augment_args: dict[str, Any] = field(default_factory=lambda: dict(RECIPES[DEFAULT_RECIPE].get("augment_args", {})))
     lr_schedule: str = RECIPES[DEFAULT_RECIPE]["lr_schedule"]  # or "constant"
     average_weights: bool = RECIPES[DEFAULT_RECIPE]["average_weights"]  # mean of the chosen window's weights
+    # with an ensemble model (crnn_ensemble): fit each member as a network of its own (its own seed, batches,
+    # augmentation draws and epoch), then join them into the one model; else they are fitted side by side
+    members_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_apart", False)
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
     refit: bool = False
     # degraded copies of every training clip (training/copies.py): 0 = off; each epoch an item is itself

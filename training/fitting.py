@@ -163,6 +163,35 @@ def _last_epochs_callback(n: int):
     return LastEpochs()
 
 
+#: Member ``i`` of an ensemble fitted apart is fitted with the fit's seed plus ``i`` times this (member 0 with the
+#: fit's own seed, as a one-member model would be).
+MEMBER_SEED_STEP = 1_000_003
+
+
+def fit_members_apart(fit: Callable[[int], FitResult], join: Callable[[list], Any], members: int,
+                      seed: int) -> FitResult:
+    """An ensemble of ``members`` networks each fitted on its own: ``fit(seed)`` fits one (a one-member model)
+    with a seed of its own, so each draws its own initial weights, batches, augmentation and epoch;
+    ``join(models)`` makes them one model. Fitted side by side in one model, members share every batch and
+    one epoch choice; fitted apart they differ as separately trained seeds do
+    (benchmarks/results/2026-12-06-members-apart.md).
+
+    The result's learning curves are the members' means (over the epochs all of them ran); its
+    ``best_epoch`` is the median of the members' (what a refit or the final fit trains every member for),
+    each member's own in ``history["member_best_epochs"]``.
+    """
+    results = [fit(seed + MEMBER_SEED_STEP * i) for i in range(members)]
+    shared = set.intersection(*(set(r.history) for r in results))
+    history: dict[str, list] = {}
+    for key in sorted(shared):
+        n = min(len(r.history[key]) for r in results)
+        history[key] = [float(np.mean([r.history[key][e] for r in results])) for e in range(n)]
+    epochs = [r.best_epoch for r in results]
+    history["member_best_epochs"] = epochs
+    return FitResult(join([r.model for r in results]), history, int(np.median(epochs)),
+                     sum(r.seconds for r in results))
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     """'balanced' weights: n / (classes * count), so every class carries the same total weight."""
     counts = np.bincount(y, minlength=n_classes).astype(float)

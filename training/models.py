@@ -163,7 +163,7 @@ def _crnn_branch(
     if stats_pooling:
         pooled = layers.Concatenate()([pooled, MaskedStatsPooling(name=f"{prefix}statistics")(x, mask)])
     x = layers.Dropout(dropout)(pooled)
-    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dense(dense_units, activation="relu", name=f"{prefix}dense")(x)
     x = layers.Dropout(dropout)(x)
     return layers.Dense(n_classes, activation="softmax", name=f"{prefix}probabilities")(x)
 
@@ -264,6 +264,26 @@ def build_crnn_ensemble(
         metrics=["accuracy"],
     )
     return model
+
+
+def join_members(ensemble: keras.Model, members: list[keras.Model]) -> keras.Model:
+    """``ensemble`` (:func:`build_crnn_ensemble` of ``len(members)`` members) with member ``i``'s weights set
+    to those of ``members[i]``, each a one-member ensemble fitted on its own: then it answers the mean of
+    their probabilities, as a seed ensemble of separately trained models does, in one model call."""
+    unset = {layer.name for layer in ensemble.layers if layer.weights}
+    for i, member in enumerate(members):
+        for layer in member.layers:
+            if not layer.weights:
+                continue
+            if not layer.name.startswith("member0_"):
+                raise ValueError(f"layer {layer.name!r} of a member has weights but no member0_ prefix: "
+                                 "members are one-member crnn_ensemble models")
+            name = f"member{i}_{layer.name[len('member0_'):]}"
+            ensemble.get_layer(name).set_weights(layer.get_weights())
+            unset.discard(name)
+    if unset:
+        raise ValueError(f"{len(members)} members leave layers of the ensemble unset: {', '.join(sorted(unset))}")
+    return ensemble
 
 
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {

@@ -27,7 +27,7 @@ from training.corpora.manifest import Skipped
 from training.degrade import CONDITIONS, DegradeSettings
 from training.evaluate import classification_metrics
 from training.extraction import FeatureCache, extract_features
-from training.fitting import FitResult, fit_model, predict_proba
+from training.fitting import FitResult, fit_members_apart, fit_model, predict_proba
 from training.protocols import (
     PROTOCOLS,
     Fold,
@@ -175,6 +175,9 @@ def _run(cfg: TrainConfig) -> RunResult:
         raise ProtocolError(f"unknown protocol {cfg.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     feature_set = resolve_features(cfg.features)
     builder = resolve_builder(cfg.model)
+    if cfg.members_apart and current_name(cfg.model, "model") != "crnn_ensemble":
+        raise ValueError(f"members_apart fits the members of an ensemble apart: it needs --model crnn_ensemble, "
+                         f"not {cfg.model!r}")
     augment = None
     if cfg.augment:
         from training.augment import FrameAugment
@@ -197,12 +200,15 @@ def _run(cfg: TrainConfig) -> RunResult:
     def build():
         return builder(input_shape, n_labels, **cfg.model_args)
 
+    def build_member():  # a one-member ensemble, fitted apart (cfg.members_apart)
+        return builder(input_shape, n_labels, **{**cfg.model_args, "members": 1})
+
     speakers = [u.speaker for u in data.utts]
     waves = Waveforms([u.path for u in data.utts]) if cfg.degrade_copies or cfg.robustness else None
     copies = (DegradedCopies(waves, speakers, feature_set, cfg.degrade_copies, cfg.seed, settings=degrade_settings)
               if cfg.degrade_copies else None)
     ctx = FoldContext(cfg, build, features, speakers, feature_set, data.y, data.labels, augment, copies, data.utts,
-                      waves)
+                      waves, build_member if cfg.members_apart else None)
     outcomes = _fold_outcomes(ctx, data.plan.folds)
     metrics = _metrics(cfg, data, feature_set, outcomes)
     if copies is not None:
@@ -294,6 +300,8 @@ class FoldContext:
     copies: DegradedCopies | None = None
     utts: list[Utterance] | None = None
     waves: Waveforms | None = None
+    #: with ``cfg.members_apart``: builds one member, fitted on its own (training/fitting.py fit_members_apart)
+    build_member: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -375,13 +383,22 @@ def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val
     item_weights = None
     if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
         item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
-    return fit_model(
-        ctx.build, ([ctx.features[i] for i in idx], ctx.y[idx]), val,
-        n_classes=len(ctx.labels), epochs=epochs, batch_size=cfg.batch_size, seed=seed,
-        patience=cfg.patience if val is not None else None,
-        balance=cfg.class_weight, item_weights=item_weights, augment=ctx.augment, lr_schedule=cfg.lr_schedule,
-        average_weights=cfg.average_weights, sample=_sampler(ctx, idx),
-    )
+
+    def fit(build, seed):
+        return fit_model(
+            build, ([ctx.features[i] for i in idx], ctx.y[idx]), val,
+            n_classes=len(ctx.labels), epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+            patience=cfg.patience if val is not None else None,
+            balance=cfg.class_weight, item_weights=item_weights, augment=ctx.augment, lr_schedule=cfg.lr_schedule,
+            average_weights=cfg.average_weights, sample=_sampler(ctx, idx),
+        )
+
+    if ctx.build_member is None:
+        return fit(ctx.build, seed)
+    from training.models import join_members
+
+    return fit_members_apart(lambda s: fit(ctx.build_member, s), lambda models: join_members(ctx.build(), models),
+                             cfg.model_args.get("members", 2), seed)
 
 
 def _sampler(ctx: FoldContext, idx: np.ndarray):
