@@ -225,6 +225,9 @@ def test_flags_override_the_recipe():
     notebook = _train_config(build_parser().parse_args(["train", "--recipe", "notebook"]))
     assert (notebook.features, notebook.model, notebook.epochs, notebook.batch_size) == (
         "notebook", "notebook", 100, 512)
+    # A recipe gets what it names, not the default recipe's additions: the notebook trains on its clips only.
+    assert (notebook.degrade_copies, notebook.members_apart, notebook.augment_args) == (0, False, {})
+    assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn"])).degrade_copies == 0
     flags = ["train", "--no-augment", "--epochs", "7"]
     cfg = _train_config(build_parser().parse_args(flags))
     assert (cfg.augment, cfg.epochs) == (False, 7)

@@ -59,6 +59,11 @@ RECIPES["crnn-robust-clip"] = {**RECIPES["crnn-robust"], "features": "logmel-rob
 RECIPES["crnn-robust-4k"] = {**RECIPES["crnn-robust-clip"], "features": "logmel-robust-4k"}
 DEFAULT_RECIPE = "crnn-robust-4k"
 
+#: What a recipe that does not name these settings gets: none of the later recipes' additions (not the default
+#: recipe's values, which are the fields' defaults: the notebook's recipe has no degraded copies).
+RECIPE_BASE: dict[str, Any] = {"model_args": {}, "augment_args": {}, "degrade_args": {}, "degrade_copies": 0,
+                               "degrade_clean": 0.5, "members_apart": False}
+
 #: Names that changed, accepted for one more release with a warning. The notebook's recipe, its features and
 #: its model were called "seed", the word ``--seed`` uses for the random seed.
 RENAMED: dict[str, str] = {"seed": "notebook"}
@@ -142,8 +147,7 @@ class TrainConfig:
         unknown = set(overrides) - cls.field_names()
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
-        settings = {"model_args": {}, "augment_args": {}, "degrade_args": {}, **RECIPES[recipe], **overrides,
-                    "recipe": recipe}
+        settings = {**RECIPE_BASE, **RECIPES[recipe], **overrides, "recipe": recipe}
         return cls(**{**settings, "model_args": dict(settings["model_args"]),
                       "augment_args": dict(settings["augment_args"]), "degrade_args": dict(settings["degrade_args"])})
 
