@@ -145,6 +145,7 @@ def test_members_fitted_apart(slice_csv, tmp_path):
     (fold,) = json.loads((run_dir / "history.json").read_text()).values()
     assert len(fold["member_best_epochs"]) == 2 and all(1 <= e <= 2 for e in fold["member_best_epochs"])
     assert len(fold["loss"]) == 2, "the curves are the members' means, epoch by epoch"
+    assert "members fitted apart" in (run_dir / "report.md").read_text()
     meta = json.loads((resolve_model_dir(tmp_path / "models" / "emotion") / "metadata.json").read_text())
     assert meta["training"]["config"]["members_apart"] is True and meta["model"]["args"] == {"members": 2}
     model = keras.models.load_model(run_dir / "model.keras")

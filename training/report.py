@@ -80,7 +80,9 @@ def write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig,
         + ("speaker-independent" if metrics["speaker_independent"] else "**speaker-dependent** (optimistic)")
         + f": {metrics['description']}",
         f"- features: `{json.dumps(metrics['features'])}`",
-        f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}; epochs {cfg.epochs}, "
+        f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}"
+        + (" (members fitted apart, each with its own seed and epoch)" if cfg.members_apart else "")
+        + f"; epochs {cfg.epochs}, "
         f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
         f"augmentation {cfg.augment}, seed {cfg.seed}",
         "- each fold: the epoch chosen on its validation data"
