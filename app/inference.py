@@ -224,8 +224,7 @@ class Predictor:
         """What a request for a clip costs before the model call: decode, speech detection, features of the
         whole clip (the same feature code training runs for a file on disk)."""
         audio = self.decode(data, filename)
-        _, runs = self.analyser.speech(audio)
-        return audio, self.model.features.extract(audio, None, runs)
+        return audio, self.analyser.clip_features(audio)
 
     @property
     def frame_seconds(self) -> float:

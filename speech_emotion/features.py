@@ -267,6 +267,12 @@ class FeatureSet:
         settings that only change :meth:`finish` are left out."""
         return self.fingerprint()
 
+    @property
+    def reads_mono_16k(self) -> bool:
+        """True when :meth:`base` reads the clip as its channels' mean resampled to 16 kHz, and nothing else of
+        it: given that signal (as :class:`Audio`) instead of the clip, it computes the same numbers."""
+        return False
+
     def require_length(self, audio: Audio) -> None:
         """Raise AudioTooShortError when ``audio`` is too short for these features (before any analysis)."""
 
@@ -402,6 +408,10 @@ class LogMelFrames(FeatureSet):
 
     def require_length(self, audio: Audio) -> None:
         self._require(audio.samples, audio.sample_rate, self.min_seconds, "the clip")
+
+    @property
+    def reads_mono_16k(self) -> bool:  # type: ignore[override]
+        return self.sample_rate == 16000  # waveform(): to_mono, then resample to sample_rate
 
     def frames(self, y: np.ndarray) -> np.ndarray:
         """``(frames, dims)`` features of a mono signal at ``sample_rate``."""

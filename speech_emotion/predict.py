@@ -31,6 +31,15 @@ class Segment:
 
 
 @dataclass
+class Detected:
+    """What speech detection found in a clip (:meth:`Analyser.detect`)."""
+
+    seconds: float  # speech found
+    runs: list[tuple[float, float]]  # the runs of speech, in seconds
+    heard: Audio  # the signal the detector read: the clip mono at 16 kHz
+
+
+@dataclass
 class Prepared:
     """A clip's model inputs and what is needed to read the model's answer for them."""
 
@@ -92,11 +101,11 @@ class Analyser:
         """Seconds of speech in ``audio``; raises NoSpeechError when there is too little. Run on the waveform
         the features read (mono, 16 kHz), so it agrees with their speech detection. Audio too short for the
         features at all is refused as such first (AudioTooShortError)."""
-        return self.speech(audio)[0]
+        return self.detect(audio).seconds
 
-    def speech(self, audio: Audio) -> tuple[float, list[tuple[float, float]]]:
-        """:meth:`speech_seconds`, and the runs of speech found (which the features take, so that the
-        detector runs once per clip)."""
+    def detect(self, audio: Audio) -> "Detected":
+        """:meth:`speech_seconds`, with the runs of speech found and the signal the detector read (which the
+        features take, so that the detector runs, and the clip is resampled, once per clip)."""
         self.model.features.require_length(audio)
         y = resample(np.ascontiguousarray(audio.mono()), audio.sample_rate, 16000)
         detector = self.detector
@@ -106,7 +115,16 @@ class Analyser:
             raise NoSpeechError(f"no speech found in the audio ({seconds:.2f} s of speech-like sound in "
                                 f"{audio.duration:.2f} s; at least {detector.min_speech:g} s needed): silence, "
                                 "noise or a click holds no emotion to recognise")
-        return seconds, runs
+        return Detected(seconds, runs, Audio(y, 16000, 1))
+
+    def clip_features(self, audio: Audio, reference: np.ndarray | None = None,
+                      detected: "Detected | None" = None) -> np.ndarray:
+        """The model input of the whole clip: speech detection (unless ``detected``, :meth:`detect`'s answer
+        for this clip) and the features, which read the detector's mono 16 kHz copy where that is the signal
+        they read anyway (the same numbers, without resampling the clip a second time)."""
+        detected = detected or self.detect(audio)
+        source = detected.heard if self.model.features.reads_mono_16k else audio
+        return self.model.features.extract(source, reference, detected.runs)
 
     def prepare(self, audio: Audio, *, timeline: bool = False, window: float | None = None,
                 hop: float | None = None, profile: SpeakerProfile | None = None) -> Prepared:
@@ -116,7 +134,7 @@ class Analyser:
         speaker reference, each input with its own)."""
         window = window or self.model.serving["window_seconds"]
         hop = hop or self.model.serving["hop_seconds"]
-        seconds, runs = self.speech(audio)
+        detected = self.detect(audio)
         reference = None if profile is None else profile.mean
         gate = getattr(self.model.features, "speech", None) is None  # features that do not detect speech
 
@@ -128,13 +146,13 @@ class Analyser:
             except (NoSpeechError, AudioTooShortError):  # a window without (enough) speech
                 return None
 
-        whole = self.model.features.extract(audio, reference, runs) if audio.duration <= self.span else None
+        whole = self.clip_features(audio, reference, detected) if audio.duration <= self.span else None
         spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
         windows = [extract(cut(audio, a, b)) for a, b in spans]
         if whole is None and not any(w is not None for w in windows):
             raise NoSpeechError(f"no speech found in any {window:g} s window of the audio")
         inputs = ([whole] if whole is not None else []) + [w for w in windows if w is not None]
-        return Prepared(audio, seconds, whole is not None, spans, [w is not None for w in windows], inputs,
+        return Prepared(audio, detected.seconds, whole is not None, spans, [w is not None for w in windows], inputs,
                         timeline)
 
     @staticmethod
@@ -155,8 +173,9 @@ class Analyser:
         bases = []
         for audio, name in audios:
             try:
-                _, runs = self.speech(audio)
-                bases.append(features.base(audio, runs))  # speech only, for models with a speech detector
+                detected = self.detect(audio)
+                # speech only, for models with a speech detector
+                bases.append(features.base(detected.heard if features.reads_mono_16k else audio, detected.runs))
             except AudioTooShortError as exc:  # its message does not name the clip
                 raise AudioTooShortError(f"'{name}' is {exc}") from None
             except NoSpeechError as exc:

@@ -129,6 +129,30 @@ def test_features_on_speech_only_are_the_same_with_padding_around():
         features.extract(Audio(np.zeros(2 * SR, np.float32), SR, 1))
 
 
+def test_the_service_reads_a_48k_stereo_upload_as_training_reads_the_file(reference_model):
+    """Analyser resamples a clip once, for the detector, and hands that signal to the features: the model input
+    must be the one the training's feature path computes from the clip itself, to the last bit."""
+    from speech_emotion.audio import resample
+    from speech_emotion.model import ExportedModel
+    from speech_emotion.predict import Analyser
+    from speech_emotion.profiles import SpeakerProfile
+
+    model = ExportedModel.load(ROOT / "models" / "emotion", graph=False)
+    assert model.features.reads_mono_16k
+    y = resample(clip(), SR, 48000)
+    stereo = Audio(np.stack([y, 0.5 * np.roll(y, 7)], axis=1).astype(np.float32), 48000, 2)
+    analyser = Analyser(model)
+    for audio in (stereo, Audio(clip(), SR, 1)):
+        inputs = analyser.prepare(audio).inputs
+        assert len(inputs) == 1 and np.array_equal(inputs[0], model.features.extract(audio))
+        assert np.array_equal(analyser.clip_features(audio), inputs[0])
+
+    # ... and a speaker's profile from such a clip is the one training's features make
+    model = ExportedModel.load(reference_model, graph=False)
+    profile = Analyser(model).profile([(stereo, "a.wav")])
+    assert np.array_equal(profile.mean, SpeakerProfile.from_features([model.features.base(stereo)], model.features).mean)
+
+
 # ----------------------------------------------------------------------------------------------- service
 
 
