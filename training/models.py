@@ -163,7 +163,7 @@ def _crnn_branch(
     if stats_pooling:
         pooled = layers.Concatenate()([pooled, MaskedStatsPooling(name=f"{prefix}statistics")(x, mask)])
     x = layers.Dropout(dropout)(pooled)
-    x = layers.Dense(dense_units, activation="relu", name=f"{prefix}dense")(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
     return layers.Dense(n_classes, activation="softmax", name=f"{prefix}probabilities")(x)
 
@@ -269,20 +269,29 @@ def build_crnn_ensemble(
 def join_members(ensemble: keras.Model, members: list[keras.Model]) -> keras.Model:
     """``ensemble`` (:func:`build_crnn_ensemble` of ``len(members)`` members) with member ``i``'s weights set
     to those of ``members[i]``, each a one-member ensemble fitted on its own: then it answers the mean of
-    their probabilities, as a seed ensemble of separately trained models does, in one model call."""
-    unset = {layer.name for layer in ensemble.layers if layer.weights}
+    their probabilities, as a seed ensemble of separately trained models does, in one model call.
+
+    Member ``i``'s layers are those its probabilities are computed from (layer names cannot say: a member's
+    hidden Dense has Keras's automatic name, which earlier exports' variables carry), in the same order as in
+    a one-member model built the same way."""
+    unset = {id(layer) for layer in ensemble.layers if layer.weights}
     for i, member in enumerate(members):
-        for layer in member.layers:
-            if not layer.weights:
-                continue
-            if not layer.name.startswith("member0_"):
-                raise ValueError(f"layer {layer.name!r} of a member has weights but no member0_ prefix: "
-                                 "members are one-member crnn_ensemble models")
-            name = f"member{i}_{layer.name[len('member0_'):]}"
-            ensemble.get_layer(name).set_weights(layer.get_weights())
-            unset.discard(name)
+        try:
+            head = ensemble.get_layer(f"member{i}_probabilities")
+        except ValueError:
+            raise ValueError(f"the ensemble has fewer members than the {len(members)} given") from None
+        branch = keras.Model(ensemble.inputs, head.output)
+        targets = [layer for layer in branch.layers if layer.weights]
+        sources = [layer for layer in member.layers if layer.weights]
+        if [[tuple(w.shape) for w in t.weights] for t in targets] != [[tuple(w.shape) for w in s.weights]
+                                                                        for s in sources]:
+            raise ValueError(f"member {i} is not a one-member model of the ensemble's kind and sizes")
+        for target, source in zip(targets, sources):
+            target.set_weights(source.get_weights())
+            unset.discard(id(target))
     if unset:
-        raise ValueError(f"{len(members)} members leave layers of the ensemble unset: {', '.join(sorted(unset))}")
+        names = sorted(layer.name for layer in ensemble.layers if id(layer) in unset)
+        raise ValueError(f"{len(members)} members leave layers of the ensemble unset: {', '.join(names)}")
     return ensemble
 
 
