@@ -14,7 +14,6 @@ the per-class recall and the answers of the ensemble of all of them.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import sys
@@ -25,18 +24,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.evaluate import classification_metrics  # noqa: E402
+from training.report import read_predictions  # noqa: E402
 
-NOT_LABELS = ("path", "speaker", "fold", "emotion", "predicted")
-
-
-def read_predictions(run: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
+def run_predictions(run: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
     """``(labels, paths, emotions, probabilities)`` of one run folder (or its predictions.csv), rows by path."""
-    path = run / "predictions.csv" if run.is_dir() else run
-    with open(path, newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
+    labels, rows = read_predictions(run)
+    rows.sort(key=lambda r: r["path"])
     if not rows:
-        raise SystemExit(f"{path}: no predictions")
-    labels = [c for c in rows[0] if c not in NOT_LABELS]
+        raise SystemExit(f"{run}: no predictions")
     return (labels, [r["path"] for r in rows], [r["emotion"] for r in rows],
             np.array([[float(r[c]) for c in labels] for r in rows]))
 
@@ -50,7 +45,7 @@ def _name(run: Path) -> str:
 
 def ensembles(runs: list[Path]) -> dict:
     """Every single run's metrics, and per ensemble size the UARs of all its choices of runs."""
-    read = [read_predictions(r) for r in runs]
+    read = [run_predictions(r) for r in runs]
     labels, paths, emotions, _ = read[0]
     for run, (other_labels, other_paths, _, _) in zip(runs[1:], read[1:]):
         if other_labels != labels or other_paths != paths:

@@ -13,7 +13,6 @@ for reference, its answer over all of the run's emotions (an answer outside the 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -22,12 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.evaluate import classification_metrics  # noqa: E402
+from training.report import read_predictions  # noqa: E402
 
 
 def rescore(predictions: Path, emotions: list[str]) -> dict:
-    with open(predictions, newline="") as f:
-        rows = list(csv.DictReader(f))
-    labels = [c for c in rows[0] if c not in ("path", "speaker", "fold", "emotion", "predicted")]
+    labels, rows = read_predictions(predictions)
     missing = [e for e in emotions if e not in labels]
     if missing:
         raise SystemExit(f"{predictions}: no column for {', '.join(missing)} (the run's emotions: {', '.join(labels)})")

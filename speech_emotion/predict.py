@@ -103,7 +103,7 @@ class Analyser:
         features at all is refused as such first (AudioTooShortError)."""
         return self.detect(audio).seconds
 
-    def detect(self, audio: Audio) -> "Detected":
+    def detect(self, audio: Audio) -> Detected:
         """:meth:`speech_seconds`, with the runs of speech found and the signal the detector read (which the
         features take, so that the detector runs, and the clip is resampled, once per clip)."""
         self.model.features.require_length(audio)
@@ -118,13 +118,16 @@ class Analyser:
         return Detected(seconds, runs, Audio(y, 16000, 1))
 
     def clip_features(self, audio: Audio, reference: np.ndarray | None = None,
-                      detected: "Detected | None" = None) -> np.ndarray:
+                      detected: Detected | None = None) -> np.ndarray:
         """The model input of the whole clip: speech detection (unless ``detected``, :meth:`detect`'s answer
-        for this clip) and the features, which read the detector's mono 16 kHz copy where that is the signal
-        they read anyway (the same numbers, without resampling the clip a second time)."""
+        for this clip) and the features."""
         detected = detected or self.detect(audio)
-        source = detected.heard if self.model.features.reads_mono_16k else audio
-        return self.model.features.extract(source, reference, detected.runs)
+        return self.model.features.extract(self._read(audio, detected), reference, detected.runs)
+
+    def _read(self, audio: Audio, detected: Detected) -> Audio:
+        """What the features read of ``audio``: the detector's mono 16 kHz copy where that is the signal they
+        read anyway (the same numbers, without mixing down and resampling the clip a second time)."""
+        return detected.heard if self.model.features.reads_mono_16k else audio
 
     def prepare(self, audio: Audio, *, timeline: bool = False, window: float | None = None,
                 hop: float | None = None, profile: SpeakerProfile | None = None) -> Prepared:
@@ -175,7 +178,7 @@ class Analyser:
             try:
                 detected = self.detect(audio)
                 # speech only, for models with a speech detector
-                bases.append(features.base(detected.heard if features.reads_mono_16k else audio, detected.runs))
+                bases.append(features.base(self._read(audio, detected), detected.runs))
             except AudioTooShortError as exc:  # its message does not name the clip
                 raise AudioTooShortError(f"'{name}' is {exc}") from None
             except NoSpeechError as exc:

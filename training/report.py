@@ -46,6 +46,19 @@ def write_manifest(path: Path, utts: list[Utterance]) -> None:
 
 
 
+#: ``predictions.csv``'s columns before the probabilities, one column per label (in the run's label order).
+PREDICTION_COLUMNS = ("path", "speaker", "fold", "emotion", "predicted")
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A run's ``predictions.csv`` (or the run folder holding it): its labels and its rows."""
+    path = path / "predictions.csv" if path.is_dir() else path
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    return [c for c in reader.fieldnames or [] if c not in PREDICTION_COLUMNS], rows
+
+
 def write_evaluation(run_dir: Path, metrics: dict, histories: dict, predictions: list, utts: list[Utterance],
                      labels: list[str]) -> None:
     from training import plots
@@ -61,7 +74,7 @@ def write_evaluation(run_dir: Path, metrics: dict, histories: dict, predictions:
     plots.history_png(histories, run_dir / "history.png", title)
     with (run_dir / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "speaker", "fold", "emotion", "predicted", *labels])
+        writer.writerow([*PREDICTION_COLUMNS, *labels])
         for i, fold, probs in sorted(predictions, key=lambda t: t[0]):
             writer.writerow([utts[i].path, utts[i].speaker, fold, utts[i].emotion, labels[int(np.argmax(probs))],
                              *[f"{p:.5f}" for p in probs]])
