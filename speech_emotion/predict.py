@@ -151,7 +151,10 @@ class Analyser:
 
         whole = self.clip_features(audio, reference, detected) if audio.duration <= self.span else None
         spans = plan_windows(audio.duration, window, hop) if timeline or whole is None else []
-        windows = [extract(cut(audio, a, b)) for a, b in spans]
+        # Windows are cut from what the features read (the detector's 16 kHz copy, where that is it): a long
+        # 48 kHz recording is resampled once, not once per window (twice over, as windows overlap).
+        heard = self._read(audio, detected)
+        windows = [extract(cut(heard, a, b)) for a, b in spans]
         if whole is None and not any(w is not None for w in windows):
             raise NoSpeechError(f"no speech found in any {window:g} s window of the audio")
         inputs = ([whole] if whole is not None else []) + [w for w in windows if w is not None]

@@ -153,6 +153,25 @@ def test_the_service_reads_a_48k_stereo_upload_as_training_reads_the_file(refere
     assert np.array_equal(profile.mean, SpeakerProfile.from_features([model.features.base(stereo)], model.features).mean)
 
 
+def test_a_48k_stereo_recordings_timeline_windows_are_cut_from_its_16k_copy():
+    """A timeline's windows are cut from the signal the features read (the detector's mono 16 kHz copy), not
+    each resampled again from the upload: the same window inputs as the recording sent as that copy, to the
+    last bit (a window resampled on its own differs at its edges)."""
+    from speech_emotion.audio import resample
+    from speech_emotion.model import ExportedModel
+    from speech_emotion.predict import Analyser
+
+    analyser = Analyser(ExportedModel.load(ROOT / "models" / "emotion", graph=False))
+    gap = np.zeros(SR // 2, np.float32)
+    y = resample(np.concatenate([clip(), gap, clip(), gap, clip()]), SR, 48000)
+    stereo = Audio(np.stack([y, 0.5 * np.roll(y, 7)], axis=1).astype(np.float32), 48000, 2)
+    copy = analyser.detect(stereo).heard
+    got, want = analyser.prepare(stereo, timeline=True), analyser.prepare(copy, timeline=True)
+    assert len(got.spans) > 2 and got.spans == want.spans and got.speech == want.speech
+    assert len(got.inputs) == len(want.inputs)
+    assert all(np.array_equal(a, b) for a, b in zip(got.inputs, want.inputs))
+
+
 # ----------------------------------------------------------------------------------------------- service
 
 
