@@ -212,9 +212,11 @@ def test_flags_override_the_recipe():
 
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
-        "crnn-robust-4k", "logmel-robust-4k", True, True, False)
+        "crnn-robust-4k-tempo25", "logmel-robust-4k", True, True, False)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
-    assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.5})
+    assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.25})
+    before = _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust-4k"]))
+    assert (before.features, before.augment_args) == ("logmel-robust-4k", {"max_time_scale": 0.5})
     assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0
     assert _train_config(build_parser().parse_args(["train", "--recipe", "crnn-speaker"])).model_args == {}
     assert _train_config(build_parser().parse_args(["train", "--refit"])).refit
