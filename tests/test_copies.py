@@ -57,6 +57,21 @@ def test_copies_are_reproducible_and_seeded():
     assert any(x.shape != z.shape or not np.allclose(x, z) for xs, zs in zip(a, c) for x, z in zip(xs, zs))
 
 
+def test_each_draw_is_a_set_of_copies_of_its_own():
+    """``for_items(idx, draw)``: set 0 is the run's copies; another draw holds other copies of the same clips
+    (a member of an ensemble fitted apart with copies of its own), the same ones each time it is asked for."""
+    paths, speakers = clips()
+    idx = list(range(len(paths)))
+    copies = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=0)
+    first, again, second = copies.for_items(idx), copies.for_items(idx, 0), copies.for_items(idx, 1)
+    fresh = DegradedCopies(Waveforms(paths), speakers, FEATURES, copies=2, seed=0).for_items(idx, 1)
+    assert all(np.array_equal(x, y) for xs, ys in zip(first, again) for x, y in zip(xs, ys))
+    assert all(np.array_equal(x, y) for xs, ys in zip(second, fresh) for x, y in zip(xs, ys))
+    assert all(len(xs) == len(ys) == 2 for xs, ys in zip(first, second))
+    assert not any(x.shape == y.shape and np.allclose(x, y)
+                   for xs, ys in zip(first, second) for x in xs for y in ys), "a draw repeated another's copy"
+
+
 def test_sampler_draws_clean_items_and_copies():
     paths, speakers = clips()
     idx = list(range(len(paths)))

@@ -157,6 +157,31 @@ def test_members_fitted_apart(slice_csv, tmp_path):
     with pytest.raises(ValueError, match="crnn_ensemble"):
         run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, model="crnn", members_apart=True,
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="members_own_copies"):
+        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_own_copies=True,
+                                             data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
+
+
+def test_members_fitted_apart_on_copies_of_their_own(slice_csv, tmp_path, monkeypatch):
+    """``members_own_copies``: each member fitted apart draws its training copies from a set of its own
+    (DegradedCopies draw i for member i), where without it every member draws from the run's one set."""
+    from training import copies as copies_module
+
+    draws: list[int] = []
+    original = copies_module.DegradedCopies.for_items
+
+    def watched(self, idx, draw=0):
+        draws.append(draw)
+        return original(self, idx, draw)
+
+    monkeypatch.setattr(copies_module.DegradedCopies, "for_items", watched)
+    common = dict(data=str(slice_csv), protocol="speaker", test_speakers=["11"], epochs=1, degrade_copies=1,
+                  members_apart=True, model_args={"members": 3}, final_fit=False, cache_dir=None, progress=False)
+    for own, expected in ((True, [0, 1, 2]), (False, [0, 0, 0])):
+        draws.clear()
+        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_own_copies=own, runs_dir=str(tmp_path / str(own)),
+                                             **common))
+        assert draws == expected, (own, draws)
 
 
 def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):

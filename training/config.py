@@ -66,7 +66,8 @@ DEFAULT_RECIPE = "crnn-robust-4k-tempo25"
 #: What a recipe that does not name these settings gets: none of the later recipes' additions (not the default
 #: recipe's values, which are the fields' defaults: the notebook's recipe has no degraded copies).
 RECIPE_BASE: dict[str, Any] = {"model_args": {}, "augment_args": {}, "degrade_args": {}, "degrade_copies": 0,
-                               "degrade_clean": 0.5, "members_apart": False}
+                               "degrade_clean": 0.5, "members_apart": False,
+                               "members_own_copies": False}
 
 #: Names that changed, accepted for one more release with a warning. The notebook's recipe, its features and
 #: its model were called "seed", the word ``--seed`` uses for the random seed.
@@ -111,6 +112,9 @@ class TrainConfig:
     # with an ensemble model (crnn_ensemble): fit each member as a network of its own (its own seed, batches,
     # augmentation draws and epoch), then join them into the one model; else they are fitted side by side
     members_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_apart", False)
+    # with members_apart and degraded copies: each member draws from degraded copies of its own (made with other
+    # draws of the same settings), as separately trained runs do, rather than from the run's one set
+    members_own_copies: bool = RECIPES[DEFAULT_RECIPE].get("members_own_copies", False)
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
     refit: bool = False
     # degraded copies of every training clip (training/copies.py): 0 = off; each epoch an item is itself

@@ -162,8 +162,10 @@ class DegradedCopies:
         # degraded past recognition (no speech left): the item keeps its other copies
         return _features(self.feature_set, y, f"copy of {self.paths[i]}")
 
-    def for_items(self, idx: Sequence[int]) -> list[list[np.ndarray]]:
-        """The copies of every clip ``idx`` (indices into ``paths``); babble only from other speakers in ``idx``."""
+    def for_items(self, idx: Sequence[int], draw: int = 0) -> list[list[np.ndarray]]:
+        """The copies of every clip ``idx`` (indices into ``paths``); babble only from other speakers in ``idx``.
+        ``draw``: which set of ``copies`` copies (each set drawn anew, with the same settings; set 0 is the run's
+        own), e.g. one per member of an ensemble whose members are fitted apart."""
         start = time.perf_counter()
         idx = list(idx)
         by_speaker: dict[str, list[int]] = {}
@@ -172,7 +174,7 @@ class DegradedCopies:
         out = []
         for i in idx:
             items = []
-            for j in range(self.copies):
+            for j in range(draw * self.copies, (draw + 1) * self.copies):
                 rng = self._rng(i, j)
                 babble = rng.random() < self.settings.babble_p
                 if babble:

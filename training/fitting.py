@@ -168,10 +168,10 @@ def _last_epochs_callback(n: int):
 MEMBER_SEED_STEP = 1_000_003
 
 
-def fit_members_apart(fit: Callable[[int], FitResult], join: Callable[[list], Any], members: int,
+def fit_members_apart(fit: Callable[[int, int], FitResult], join: Callable[[list], Any], members: int,
                       seed: int) -> FitResult:
-    """An ensemble of ``members`` networks each fitted on its own: ``fit(seed)`` fits one (a one-member model)
-    with a seed of its own, so each draws its own initial weights, batches, augmentation and epoch;
+    """An ensemble of ``members`` networks each fitted on its own: ``fit(seed, i)`` fits member ``i`` (a
+    one-member model) with a seed of its own, so each draws its own initial weights, batches, augmentation and epoch;
     ``join(models)`` makes them one model. Fitted side by side in one model, members share every batch and
     one epoch choice; fitted apart they differ as separately trained seeds do
     (benchmarks/results/2026-12-06-members-apart.md).
@@ -180,7 +180,7 @@ def fit_members_apart(fit: Callable[[int], FitResult], join: Callable[[list], An
     ``best_epoch`` is the median of the members' (what a refit or the final fit trains every member for),
     each member's own in ``history["member_best_epochs"]``.
     """
-    results = [fit(seed + MEMBER_SEED_STEP * i) for i in range(members)]
+    results = [fit(seed + MEMBER_SEED_STEP * i, i) for i in range(members)]
     shared = set.intersection(*(set(r.history) for r in results))
     history: dict[str, list] = {}
     for key in sorted(shared):

@@ -94,7 +94,8 @@ def write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig,
         + f": {metrics['description']}",
         f"- features: `{json.dumps(metrics['features'])}`",
         f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}"
-        + (" (members fitted apart, each with its own seed and epoch)" if cfg.members_apart else "")
+        + (" (members fitted apart, each with its own seed and epoch"
+           + (" and degraded copies" if cfg.members_own_copies else "") + ")" if cfg.members_apart else "")
         + f"; epochs {cfg.epochs}, "
         f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
         f"augmentation {cfg.augment}, seed {cfg.seed}",

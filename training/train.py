@@ -178,6 +178,9 @@ def _run(cfg: TrainConfig) -> RunResult:
     if cfg.members_apart and current_name(cfg.model, "model") != "crnn_ensemble":
         raise ValueError(f"members_apart fits the members of an ensemble apart: it needs --model crnn_ensemble, "
                          f"not {cfg.model!r}")
+    if cfg.members_own_copies and not (cfg.members_apart and cfg.degrade_copies):
+        raise ValueError("members_own_copies gives each member fitted apart copies of its own: it needs "
+                         "members_apart and degrade_copies")
     augment = None
     if cfg.augment:
         from training.augment import FrameAugment
@@ -384,32 +387,33 @@ def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val
     if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
         item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
 
-    def fit(build, seed):
+    def fit(build, seed, member=0):
         return fit_model(
             build, ([ctx.features[i] for i in idx], ctx.y[idx]), val,
             n_classes=len(ctx.labels), epochs=epochs, batch_size=cfg.batch_size, seed=seed,
             patience=cfg.patience if val is not None else None,
             balance=cfg.class_weight, item_weights=item_weights, augment=ctx.augment, lr_schedule=cfg.lr_schedule,
-            average_weights=cfg.average_weights, sample=_sampler(ctx, idx),
+            average_weights=cfg.average_weights,
+            sample=_sampler(ctx, idx, draw=member if cfg.members_own_copies else 0),
         )
 
     if ctx.build_member is None:
         return fit(ctx.build, seed)
     from training.models import join_members
 
-    return fit_members_apart(lambda s: fit(ctx.build_member, s), lambda models: join_members(ctx.build(), models),
+    return fit_members_apart(lambda s, i: fit(ctx.build_member, s, i), lambda models: join_members(ctx.build(), models),
                              cfg.model_args.get("members", 2), seed)
 
 
-def _sampler(ctx: FoldContext, idx: np.ndarray):
+def _sampler(ctx: FoldContext, idx: np.ndarray, draw: int = 0):
     """Training inputs: for features with a speaker reference, drawn per item and epoch; with degraded copies,
-    each item drawn as itself or one of its copies; else as they are (None)."""
+    each item drawn as itself or one of its copies (set ``draw`` of them); else as they are (None)."""
     features, feature_set = [ctx.features[i] for i in idx], ctx.feature_set
     base = (ReferenceSampler(features, [ctx.speakers[i] for i in idx], feature_set)
             if feature_set.uses_reference else None)
     if ctx.copies is None:
         return base
-    return CopySampler(features, ctx.copies.for_items(idx), feature_set, base=base, clean=ctx.cfg.degrade_clean)
+    return CopySampler(features, ctx.copies.for_items(idx, draw), feature_set, base=base, clean=ctx.cfg.degrade_clean)
 
 
 def _final_fit(ctx: FoldContext, plan: Plan, best_epochs: list[int]) -> tuple[Any, dict[str, Any]]:
