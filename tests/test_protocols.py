@@ -7,7 +7,8 @@ import pytest
 
 from tests.conftest import BUNDLED
 from training.corpora import Utterance, load_corpus
-from training.protocols import ProtocolError, cross_corpus, leave_one_speaker_out, random_split, speaker_split
+from training.protocols import (ProtocolError, cross_corpus, leave_one_speaker_out, member_validation, random_split,
+                                speaker_split)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,26 @@ def test_loso_tests_every_speaker_once_and_validates_on_training_speakers(emodb)
         val_speakers += fold.val_speakers
         assert len(fold.train) + len(fold.val) + len(fold.test) == len(emodb)
     assert sorted(val_speakers) == sorted({u.speaker for u in emodb}), "each speaker validates once"
+
+
+def test_members_validate_on_speaker_groups_of_their_own(emodb):
+    """member_validation: each member of an ensemble holds out its own group of the pool's speakers (disjoint
+    while there are enough), trains on the other speakers and never on its own validation speakers."""
+    pool = np.arange(len(emodb))
+    splits = member_validation(emodb, pool, 3, seed=0)
+    groups = [tuple(split[2]) for split in splits]
+    assert all(len(g) == 2 for g in groups) and len(set(sum(groups, ()))) == 6, groups
+    for train, val, speakers in splits:
+        assert _speakers(emodb, val) == set(speakers) and not (_speakers(emodb, train) & set(speakers))
+        assert sorted(np.concatenate([train, val]).tolist()) == pool.tolist()
+    assert [s[2] for s in member_validation(emodb, pool, 3, seed=0)] == [list(g) for g in groups], "seeded"
+    assert [s[2] for s in member_validation(emodb, pool, 3, seed=1)] != [list(g) for g in groups]
+    # more members than disjoint groups: the groups wrap round, each still of two speakers
+    assert all(len(s[2]) == 2 for s in member_validation(emodb, pool, 6, seed=0))
+    # too few speakers: each member validates on its own share of utterances
+    two = np.array([i for i, u in enumerate(emodb) if u.speaker in ("03", "08")])
+    (a_train, a_val, a_spk), (b_train, b_val, b_spk) = member_validation(emodb, two, 2, seed=0)
+    assert a_spk == b_spk == [] and set(a_val.tolist()) != set(b_val.tolist())
 
 
 def test_speaker_split_with_two_speakers_validates_on_training_utterances(emodb):

@@ -184,6 +184,30 @@ def test_members_fitted_apart_on_copies_of_their_own(slice_csv, tmp_path, monkey
         assert draws == expected, (own, draws)
 
 
+def test_members_validated_apart(slice_csv, tmp_path):
+    """``members_validate_apart``: each member fitted apart chooses its epoch on validation data of its own;
+    the final model's members each leave out one of the three speakers, a different one each, and the
+    metadata says which and for how many epochs each was fitted."""
+    (tmp_path / "apart.toml").write_text("members_apart = true\nmembers_validate_apart = true\n")
+    argv = ["train", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11", "--epochs", "2",
+            "--model-arg", "members=3", "--degrade-copies", "0", "--no-cache",
+            "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"), "--export", "emotion",
+            "--config", str(tmp_path / "apart.toml")]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (fold,) = json.loads((run_dir / "history.json").read_text()).values()
+    # the fold's pool holds two speakers: too few to hold one out, so each member validates on utterances
+    assert len(fold["member_best_epochs"]) == 3 and all("utterances" in v for v in fold["member_validation"])
+    final = json.loads((resolve_model_dir(tmp_path / "models" / "emotion") / "metadata.json").read_text())
+    final = final["training"]["final_fit"]
+    assert sorted(sum(final["member_validation"], [])) == sorted(SPEAKERS), final
+    assert len(final["member_epochs"]) == 3 and all(1 <= e <= 2 for e in final["member_epochs"])
+    assert "validation" in (run_dir / "report.md").read_text()
+    with pytest.raises(ValueError, match="members_validate_apart"):
+        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_validate_apart=True,
+                                             data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
+
+
 def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('protocol = "speaker"\ntest_speakers = ["99"]\n')

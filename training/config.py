@@ -67,7 +67,7 @@ DEFAULT_RECIPE = "crnn-robust-4k-tempo25"
 #: recipe's values, which are the fields' defaults: the notebook's recipe has no degraded copies).
 RECIPE_BASE: dict[str, Any] = {"model_args": {}, "augment_args": {}, "degrade_args": {}, "degrade_copies": 0,
                                "degrade_clean": 0.5, "members_apart": False,
-                               "members_own_copies": False}
+                               "members_own_copies": False, "members_validate_apart": False}
 
 #: Names that changed, accepted for one more release with a warning. The notebook's recipe, its features and
 #: its model were called "seed", the word ``--seed`` uses for the random seed.
@@ -115,6 +115,11 @@ class TrainConfig:
     # with members_apart and degraded copies: each member draws from degraded copies of its own (made with other
     # draws of the same settings), as separately trained runs do, rather than from the run's one set
     members_own_copies: bool = RECIPES[DEFAULT_RECIPE].get("members_own_copies", False)
+    # with members_apart: each member holds out validation speakers of its own (a different group for each
+    # member), trains on the rest of the training speakers and chooses its epoch on its own; the final model's
+    # members likewise, rather than all speakers for the folds' median epoch count. The members then differ in
+    # the speakers they learnt from (as in bagging), and together they learnt from every speaker
+    members_validate_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_validate_apart", False)
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
     refit: bool = False
     # degraded copies of every training clip (training/copies.py): 0 = off; each epoch an item is itself

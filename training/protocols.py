@@ -89,6 +89,23 @@ def split_validation(
     return pool[~is_val], pool[is_val], list(prefer)
 
 
+def member_validation(
+    utts: list[Utterance], pool: np.ndarray, members: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """(train, val, val_speakers) for each of ``members`` networks fitted on ``pool``, each validating on a
+    group of speakers of its own: the pool's speakers in a seeded order, member ``i`` taking the ``i``-th group
+    of as many as :func:`split_validation` holds out (the groups wrap round when there are too few speakers
+    for disjoint ones). Too few speakers: each member a stratified share of utterances, with its own seed."""
+    speakers = _speakers(utts, pool) if all(utts[i].speaker for i in pool) else []
+    if len(speakers) < MIN_SPEAKERS_FOR_SPEAKER_VAL:
+        return [split_validation(utts, pool, seed + i) for i in range(members)]
+    n_val = max(1, round(VAL_FRACTION * len(speakers)))
+    order = [str(s) for s in np.random.default_rng(seed).permutation(speakers)]
+    return [split_validation(utts, pool, seed, prefer=sorted(order[(i * n_val + j) % len(order)]
+                                                               for j in range(n_val)))
+            for i in range(members)]
+
+
 def _require_speakers(utts: list[Utterance], protocol: str) -> list[str]:
     if not all(u.speaker for u in utts):
         raise ProtocolError(

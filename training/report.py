@@ -95,7 +95,8 @@ def write_report(run_dir: Path, corpus: Corpus, metrics: dict, cfg: TrainConfig,
         f"- features: `{json.dumps(metrics['features'])}`",
         f"- model: `{cfg.model}` {json.dumps(cfg.model_args) if cfg.model_args else ''}"
         + (" (members fitted apart, each with its own seed and epoch"
-           + (" and degraded copies" if cfg.members_own_copies else "") + ")" if cfg.members_apart else "")
+           + (" and degraded copies" if cfg.members_own_copies else "")
+           + (" and validation speakers" if cfg.members_validate_apart else "") + ")" if cfg.members_apart else "")
         + f"; epochs {cfg.epochs}, "
         f"batch {cfg.batch_size}, patience {cfg.patience}, class weights {cfg.class_weight}, "
         f"augmentation {cfg.augment}, seed {cfg.seed}",

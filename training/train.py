@@ -35,6 +35,7 @@ from training.protocols import (
     ProtocolError,
     cross_corpus,
     leave_one_speaker_out,
+    member_validation,
     random_split,
     speaker_split,
 )
@@ -181,6 +182,12 @@ def _run(cfg: TrainConfig) -> RunResult:
     if cfg.members_own_copies and not (cfg.members_apart and cfg.degrade_copies):
         raise ValueError("members_own_copies gives each member fitted apart copies of its own: it needs "
                          "members_apart and degrade_copies")
+    if cfg.members_validate_apart and not cfg.members_apart:
+        raise ValueError("members_validate_apart gives each member fitted apart validation speakers of its own: "
+                         "it needs members_apart")
+    if cfg.members_validate_apart and cfg.refit:
+        raise ValueError("members_validate_apart chooses each member's epoch on its own validation speakers: "
+                         "there is no one epoch count to refit with (drop refit)")
     augment = None
     if cfg.augment:
         from training.augment import FrameAugment
@@ -333,6 +340,9 @@ def evaluate_fold(ctx: FoldContext, k: int, fold: Fold) -> FoldOutcome:
               # --refit: the scored model was fitted anew on this many utterances (training + validation)
               "refit_utterances": int(len(fold.train) + len(fold.val)) if cfg.refit and len(fold.val) else None,
               "train_seconds": round(result.seconds, 2), "metrics": metrics}
+    if "member_validation" in result.history:  # members_validate_apart: the fold's own val split went unused
+        report["member_validation"] = result.history["member_validation"]
+        report["member_best_epochs"] = result.history["member_best_epochs"]
     profiled = None
     if feature_set.uses_reference:
         # And each test speaker with a profile of all of their test clips (their audio, not their labels).
@@ -364,12 +374,14 @@ def _fit_fold(ctx: FoldContext, k: int, fold: Fold) -> FitResult:
     """Fit on the fold's training speakers, choosing the epoch on its validation speakers; with ``cfg.refit``
     (and validation speakers), then fit a fresh model on training + validation speakers for the chosen
     number of epochs, as the final model is fitted on all data: that model is evaluated, the test speakers
-    stay unseen and the validation speakers' clips are no longer left out of training."""
+    stay unseen and the validation speakers' clips are no longer left out of training. With
+    ``cfg.members_validate_apart``, each member splits training + validation speakers its own way."""
     cfg = ctx.cfg
-    val = [ctx.features[i] for i in fold.val]
-    if ctx.feature_set.uses_reference:  # validation speakers with profiles of their validation clips
-        val = with_speaker_profiles(val, [ctx.speakers[i] for i in fold.val], ctx.feature_set)
-    chosen = _fit_items(ctx, fold.train, epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=(val, ctx.y[fold.val]))
+    if cfg.members_validate_apart:
+        pool = np.sort(np.concatenate([fold.train, fold.val]))
+        return _fit_items(ctx, pool, epochs=cfg.epochs, seed=cfg.seed * 1000 + k, validate_apart=True)
+    val = _validation(ctx, fold.val)
+    chosen = _fit_items(ctx, fold.train, epochs=cfg.epochs, seed=cfg.seed * 1000 + k, val=val)
     if not (cfg.refit and len(fold.val)):
         return chosen
     idx = np.sort(np.concatenate([fold.train, fold.val]))
@@ -379,15 +391,25 @@ def _fit_fold(ctx: FoldContext, k: int, fold: Fold) -> FitResult:
     return FitResult(refit.model, chosen.history, chosen.best_epoch, chosen.seconds + refit.seconds)
 
 
-def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val=None) -> FitResult:
-    """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
-    model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model)."""
-    cfg, utts = ctx.cfg, ctx.utts
-    item_weights = None
-    if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
-        item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
+def _validation(ctx: FoldContext, idx: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    val = [ctx.features[i] for i in idx]
+    if ctx.feature_set.uses_reference:  # validation speakers with profiles of their validation clips
+        val = with_speaker_profiles(val, [ctx.speakers[i] for i in idx], ctx.feature_set)
+    return val, ctx.y[idx]
 
-    def fit(build, seed, member=0):
+
+def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val=None,
+               validate_apart: bool = False) -> FitResult:
+    """Fit on the utterances ``idx`` with the run's settings: with ``val``, choosing the epoch on it (a fold's
+    model); without, for ``epochs`` chosen elsewhere on validation (a fold's refit, the final model). With
+    ``validate_apart`` (members fitted apart), member ``i`` trains on ``idx`` less validation speakers of its
+    own and chooses its epoch on them (:func:`training.protocols.member_validation`)."""
+    cfg, utts = ctx.cfg, ctx.utts
+
+    def fit(build, seed, member=0, idx=idx, val=val):
+        item_weights = None
+        if cfg.class_weight and utts is not None and len({utts[i].corpus for i in idx}) > 1:
+            item_weights = corpus_balance_weights([utts[i] for i in idx], [utts[i].emotion for i in idx])
         return fit_model(
             build, ([ctx.features[i] for i in idx], ctx.y[idx]), val,
             n_classes=len(ctx.labels), epochs=epochs, batch_size=cfg.batch_size, seed=seed,
@@ -401,8 +423,15 @@ def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val
         return fit(ctx.build, seed)
     from training.models import join_members
 
-    return fit_members_apart(lambda s, i: fit(ctx.build_member, s, i), lambda models: join_members(ctx.build(), models),
-                             cfg.model_args.get("members", 2), seed)
+    members = cfg.model_args.get("members", 2)
+    join = lambda models: join_members(ctx.build(), models)  # noqa: E731
+    if not validate_apart:
+        return fit_members_apart(lambda s, i: fit(ctx.build_member, s, i), join, members, seed)
+    splits = member_validation(utts, idx, members, seed)
+    result = fit_members_apart(lambda s, i: fit(ctx.build_member, s, i, splits[i][0], _validation(ctx, splits[i][1])),
+                               join, members, seed)
+    result.history["member_validation"] = [split[2] or f"{len(split[1])} utterances" for split in splits]
+    return result
 
 
 def _sampler(ctx: FoldContext, idx: np.ndarray, draw: int = 0):
@@ -417,15 +446,28 @@ def _sampler(ctx: FoldContext, idx: np.ndarray, draw: int = 0):
 
 
 def _final_fit(ctx: FoldContext, plan: Plan, best_epochs: list[int]) -> tuple[Any, dict[str, Any]]:
-    """Fit on every training-corpus utterance for the median epoch count the folds chose on validation."""
+    """Fit on every training-corpus utterance for the median epoch count the folds chose on validation (with
+    ``members_validate_apart``: each member on all but its own validation speakers, for its own best epoch)."""
     epochs = max(1, int(statistics.median(best_epochs)))
     if plan.protocol == "cross-corpus":  # the test corpus stays unseen
         train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
     else:
         train_idx = np.arange(len(ctx.features))
-    result = _fit_items(ctx, train_idx, epochs=epochs, seed=ctx.cfg.seed * 1000 + 999)
-    log.info("final model: %d utterances, %d epochs (median best epoch over folds), %.1f s",
-             len(train_idx), epochs, result.seconds)
+    apart = ctx.cfg.members_validate_apart
+    result = _fit_items(ctx, train_idx, epochs=ctx.cfg.epochs if apart else epochs, seed=ctx.cfg.seed * 1000 + 999,
+                        validate_apart=apart)
+    log.info("final model: %d utterances, %d epochs (%s), %.1f s", len(train_idx), result.best_epoch,
+             "median of its members' best validation epochs" if apart else "median best epoch over folds",
+             result.seconds)
+    if apart:
+        return result.model, {
+            "utterances": int(len(train_idx)),
+            "epochs": result.best_epoch,
+            "epochs_rule": "each member its best validation epoch on speakers it did not train on",
+            "member_epochs": result.history["member_best_epochs"],
+            "member_validation": result.history["member_validation"],
+            "train_seconds": round(result.seconds, 2),
+        }
     return result.model, {
         "utterances": int(len(train_idx)),
         "epochs": epochs,
