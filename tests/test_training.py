@@ -138,8 +138,9 @@ def test_members_fitted_apart(slice_csv, tmp_path):
 
     (tmp_path / "apart.toml").write_text("members_apart = true\n")
     argv = ["train", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11", "--epochs", "2",
-            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
-            "--models-dir", str(tmp_path / "models"), "--export", "emotion", "--config", str(tmp_path / "apart.toml")]
+            "--recipe", "crnn-robust-4k-tempo25", "--runs-dir", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache"), "--models-dir", str(tmp_path / "models"), "--export", "emotion",
+            "--config", str(tmp_path / "apart.toml")]
     assert main(argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     (fold,) = json.loads((run_dir / "history.json").read_text()).values()
@@ -158,7 +159,7 @@ def test_members_fitted_apart(slice_csv, tmp_path):
         run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, model="crnn", members_apart=True,
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
     with pytest.raises(ValueError, match="members_own_copies"):
-        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_own_copies=True,
+        run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", members_own_copies=True,
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
 
 
@@ -179,8 +180,8 @@ def test_members_fitted_apart_on_copies_of_their_own(slice_csv, tmp_path, monkey
                   members_apart=True, model_args={"members": 3}, final_fit=False, cache_dir=None, progress=False)
     for own, expected in ((True, [0, 1, 2]), (False, [0, 0, 0])):
         draws.clear()
-        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_own_copies=own, runs_dir=str(tmp_path / str(own)),
-                                             **common))
+        run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", members_own_copies=own,
+                                             runs_dir=str(tmp_path / str(own)), **common))
         assert draws == expected, (own, draws)
 
 
@@ -190,7 +191,7 @@ def test_members_validated_apart(slice_csv, tmp_path):
     metadata says which and for how many epochs each was fitted."""
     (tmp_path / "apart.toml").write_text("members_apart = true\nmembers_validate_apart = true\n")
     argv = ["train", "--data", str(slice_csv), "--protocol", "speaker", "--test-speakers", "11", "--epochs", "2",
-            "--model-arg", "members=3", "--degrade-copies", "0", "--no-cache",
+            "--recipe", "crnn-robust-4k-tempo25", "--model-arg", "members=3", "--degrade-copies", "0", "--no-cache",
             "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"), "--export", "emotion",
             "--config", str(tmp_path / "apart.toml")]
     assert main(argv) == 0
@@ -204,7 +205,7 @@ def test_members_validated_apart(slice_csv, tmp_path):
     assert len(final["member_epochs"]) == 3 and all(1 <= e <= 2 for e in final["member_epochs"])
     assert "validation" in (run_dir / "report.md").read_text()
     with pytest.raises(ValueError, match="members_validate_apart"):
-        run_training(TrainConfig.from_recipe(DEFAULT_RECIPE, members_validate_apart=True,
+        run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", members_validate_apart=True,
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
 
 
@@ -263,7 +264,12 @@ def test_flags_override_the_recipe():
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
         "crnn-robust-4k-tempo25", "logmel-robust-4k", True, True, False)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
+    assert (default.members_apart, default.members_own_copies, default.members_validate_apart) == (False, False, False)
     assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.25})
+    trio = _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust-4k-trio"]))
+    assert (trio.model_args, trio.members_apart, trio.members_own_copies, trio.members_validate_apart) == (
+        {"members": 3}, True, True, True)
+    assert (trio.features, trio.augment_args, trio.degrade_copies) == ("logmel-robust-4k", {"max_time_scale": 0.25}, 3)
     before = _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust-4k"]))
     assert (before.features, before.augment_args) == ("logmel-robust-4k", {"max_time_scale": 0.5})
     assert _train_config(build_parser().parse_args(["train", "--degrade-copies", "0"])).degrade_copies == 0

@@ -61,6 +61,12 @@ RECIPES["crnn-robust-4k"] = {**RECIPES["crnn-robust-clip"], "features": "logmel-
 # within a corpus (the wider changes cost 0.064 UAR within EMO-DB, leave one speaker out), and +-25 % keeps
 # most of what the wider ones gain across corpora (benchmarks/results/2026-12-06-tempo.md).
 RECIPES["crnn-robust-4k-tempo25"] = {**RECIPES["crnn-robust-4k"], "augment_args": {"max_time_scale": 0.25}}
+# crnn-robust-4k-tempo25 with three members fitted apart, each on its own seed, degraded copies and
+# validation speakers (it learns from the other training speakers and chooses its epoch on its own): members
+# that differ as separately trained runs do, in one model call 1.4 times the pair's. Across corpora its seeds
+# spread a quarter as far as the pair's; within EMO-DB not better (benchmarks/results/2026-12-06-trio.md).
+RECIPES["crnn-robust-4k-trio"] = {**RECIPES["crnn-robust-4k-tempo25"], "model_args": {"members": 3},
+                                  "members_apart": True, "members_own_copies": True, "members_validate_apart": True}
 DEFAULT_RECIPE = "crnn-robust-4k-tempo25"
 
 #: What a recipe that does not name these settings gets: none of the later recipes' additions (not the default
@@ -112,8 +118,8 @@ class TrainConfig:
     # with an ensemble model (crnn_ensemble): fit each member as a network of its own (its own seed, batches,
     # augmentation draws and epoch), then join them into the one model; else they are fitted side by side
     members_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_apart", False)
-    # with members_apart and degraded copies: each member draws from degraded copies of its own (made with other
-    # draws of the same settings), as separately trained runs do, rather than from the run's one set
+    # with members_apart: each member draws from degraded copies of its own (other draws with the same settings),
+    # as separately trained runs do, rather than from the run's one set (nothing to do without degrade_copies)
     members_own_copies: bool = RECIPES[DEFAULT_RECIPE].get("members_own_copies", False)
     # with members_apart: each member holds out validation speakers of its own (a different group for each
     # member), trains on the rest of the training speakers and chooses its epoch on its own; the final model's

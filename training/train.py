@@ -179,9 +179,9 @@ def _run(cfg: TrainConfig) -> RunResult:
     if cfg.members_apart and current_name(cfg.model, "model") != "crnn_ensemble":
         raise ValueError(f"members_apart fits the members of an ensemble apart: it needs --model crnn_ensemble, "
                          f"not {cfg.model!r}")
-    if cfg.members_own_copies and not (cfg.members_apart and cfg.degrade_copies):
-        raise ValueError("members_own_copies gives each member fitted apart copies of its own: it needs "
-                         "members_apart and degrade_copies")
+    if cfg.members_own_copies and not cfg.members_apart:
+        raise ValueError("members_own_copies gives each member fitted apart degraded copies of its own: it needs "
+                         "members_apart")
     if cfg.members_validate_apart and not cfg.members_apart:
         raise ValueError("members_validate_apart gives each member fitted apart validation speakers of its own: "
                          "it needs members_apart")
