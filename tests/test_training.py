@@ -209,6 +209,42 @@ def test_members_validated_apart(slice_csv, tmp_path):
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
 
 
+def test_final_members_on_all_speakers(slice_csv, tmp_path, monkeypatch):
+    """``final_all_speakers``: with members validated apart in the folds, the final model's members each train
+    on every utterance for the folds' median epoch count, with no validation data; without it each leaves
+    some out to validate on."""
+    from training import train as train_module
+
+    calls: list[tuple[int, bool]] = []  # (training utterances, validated) per fit, in order
+    original = train_module.fit_model
+
+    def watched(build, train, val, **kw):
+        calls.append((len(train[0]), val is not None))
+        return original(build, train, val, **kw)
+
+    monkeypatch.setattr(train_module, "fit_model", watched)
+    common = dict(data=str(slice_csv), protocol="speaker", test_speakers=["11"], epochs=2, degrade_copies=0,
+                  members_apart=True, members_validate_apart=True, model_args={"members": 3}, cache_dir=None,
+                  progress=False)
+    everything = len(load_corpus(str(slice_csv)).utterances)
+    for all_speakers in (True, False):
+        calls.clear()
+        run = run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", final_all_speakers=all_speakers,
+                                                   runs_dir=str(tmp_path / str(all_speakers)), **common))
+        final = calls[3:]  # the fold's three members first
+        assert len(final) == 3 and all(validated for _, validated in calls[:3]), calls
+        if all_speakers:
+            assert final == [(everything, False)] * 3, calls
+            metrics = json.loads((run.run_dir / "metrics.json").read_text())
+            meta = metrics["final_fit"]
+            assert meta["epochs"] == metrics["folds"][0]["best_epoch"] and "member_validation" not in meta, meta
+        else:
+            assert all(n < everything and validated for n, validated in final), calls
+    with pytest.raises(ValueError, match="final_all_speakers"):
+        run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", final_all_speakers=True,
+                                             data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
+
+
 def test_config_file_and_bad_settings(tmp_path, slice_csv, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('protocol = "speaker"\ntest_speakers = ["99"]\n')

@@ -73,7 +73,8 @@ DEFAULT_RECIPE = "crnn-robust-4k-tempo25"
 #: recipe's values, which are the fields' defaults: the notebook's recipe has no degraded copies).
 RECIPE_BASE: dict[str, Any] = {"model_args": {}, "augment_args": {}, "degrade_args": {}, "degrade_copies": 0,
                                "degrade_clean": 0.5, "members_apart": False,
-                               "members_own_copies": False, "members_validate_apart": False}
+                               "members_own_copies": False, "members_validate_apart": False,
+                               "final_all_speakers": False}
 
 #: Names that changed, accepted for one more release with a warning. The notebook's recipe, its features and
 #: its model were called "seed", the word ``--seed`` uses for the random seed.
@@ -126,6 +127,9 @@ class TrainConfig:
     # members likewise, rather than all speakers for the folds' median epoch count. The members then differ in
     # the speakers they learnt from (as in bagging), and together they learnt from every speaker
     members_validate_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_validate_apart", False)
+    # with members_validate_apart: the final model's members (not the folds') train on every speaker, for the
+    # folds' median epoch count, rather than each leaving out its own validation speakers
+    final_all_speakers: bool = RECIPES[DEFAULT_RECIPE].get("final_all_speakers", False)
     # evaluate each fold's model refitted on its training + validation speakers for the epochs validation chose
     refit: bool = False
     # degraded copies of every training clip (training/copies.py): 0 = off; each epoch an item is itself

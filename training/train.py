@@ -185,6 +185,9 @@ def _run(cfg: TrainConfig) -> RunResult:
     if cfg.members_validate_apart and not cfg.members_apart:
         raise ValueError("members_validate_apart gives each member fitted apart validation speakers of its own: "
                          "it needs members_apart")
+    if cfg.final_all_speakers and not cfg.members_validate_apart:
+        raise ValueError("final_all_speakers trains the final model's members on every speaker where "
+                         "members_validate_apart would hold some out: it needs members_validate_apart")
     if cfg.members_validate_apart and cfg.refit:
         raise ValueError("members_validate_apart chooses each member's epoch on its own validation speakers: "
                          "there is no one epoch count to refit with (drop refit)")
@@ -447,33 +450,25 @@ def _sampler(ctx: FoldContext, idx: np.ndarray, draw: int = 0):
 
 def _final_fit(ctx: FoldContext, plan: Plan, best_epochs: list[int]) -> tuple[Any, dict[str, Any]]:
     """Fit on every training-corpus utterance for the median epoch count the folds chose on validation (with
-    ``members_validate_apart``: each member on all but its own validation speakers, for its own best epoch)."""
-    epochs = max(1, int(statistics.median(best_epochs)))
+    ``members_validate_apart``, unless ``final_all_speakers``: each member on all but its own validation
+    speakers, for its own best epoch)."""
     if plan.protocol == "cross-corpus":  # the test corpus stays unseen
         train_idx = np.sort(np.concatenate([plan.folds[0].train, plan.folds[0].val]))
     else:
         train_idx = np.arange(len(ctx.features))
-    apart = ctx.cfg.members_validate_apart
-    result = _fit_items(ctx, train_idx, epochs=ctx.cfg.epochs if apart else epochs, seed=ctx.cfg.seed * 1000 + 999,
-                        validate_apart=apart)
-    log.info("final model: %d utterances, %d epochs (%s), %.1f s", len(train_idx), result.best_epoch,
-             "median of its members' best validation epochs" if apart else "median best epoch over folds",
+    cfg = ctx.cfg
+    apart = cfg.members_validate_apart and not cfg.final_all_speakers
+    epochs = cfg.epochs if apart else max(1, int(statistics.median(best_epochs)))
+    result = _fit_items(ctx, train_idx, epochs=epochs, seed=cfg.seed * 1000 + 999, validate_apart=apart)
+    rule = ("each member its best validation epoch on speakers it did not train on" if apart
+            else "median of the best validation epochs over the protocol's folds")
+    log.info("final model: %d utterances, %d epochs (%s), %.1f s", len(train_idx), result.best_epoch, rule,
              result.seconds)
+    summary = {"utterances": int(len(train_idx)), "epochs": result.best_epoch, "epochs_rule": rule}
     if apart:
-        return result.model, {
-            "utterances": int(len(train_idx)),
-            "epochs": result.best_epoch,
-            "epochs_rule": "each member its best validation epoch on speakers it did not train on",
-            "member_epochs": result.history["member_best_epochs"],
-            "member_validation": result.history["member_validation"],
-            "train_seconds": round(result.seconds, 2),
-        }
-    return result.model, {
-        "utterances": int(len(train_idx)),
-        "epochs": epochs,
-        "epochs_rule": "median of the best validation epochs over the protocol's folds",
-        "train_seconds": round(result.seconds, 2),
-    }
+        summary |= {"member_epochs": result.history["member_best_epochs"],
+                    "member_validation": result.history["member_validation"]}
+    return result.model, {**summary, "train_seconds": round(result.seconds, 2)}
 
 
 # ------------------------------------------------------------------------------------------- scoring
