@@ -124,8 +124,9 @@ class TrainConfig:
     members_own_copies: bool = RECIPES[DEFAULT_RECIPE].get("members_own_copies", False)
     # with members_apart: each member holds out validation speakers of its own (a different group for each
     # member), trains on the rest of the training speakers and chooses its epoch on its own; the final model's
-    # members likewise, rather than all speakers for the folds' median epoch count. The members then differ in
-    # the speakers they learnt from (as in bagging), and together they learnt from every speaker
+    # members likewise (unless final_all_speakers), rather than all speakers for the folds' median epoch count.
+    # The members then differ in the speakers they learnt from (as in bagging), and together they learnt from
+    # every speaker
     members_validate_apart: bool = RECIPES[DEFAULT_RECIPE].get("members_validate_apart", False)
     # with members_validate_apart: the final model's members (not the folds') train on every speaker, for the
     # folds' median epoch count, rather than each leaving out its own validation speakers
