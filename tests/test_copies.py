@@ -84,6 +84,14 @@ def test_sampler_draws_clean_items_and_copies():
     n_clean = sum(x.shape == clean.shape and np.array_equal(x, clean) for x in drawn)
     assert 8 <= n_clean <= 32, n_clean  # about half
     assert CopySampler(bases, copies, FEATURES, clean=1.0)(0, rng).shape == clean.shape
+    # pair: the clip itself, then one of its copies (whatever ``clean`` says); a clip without copies twice
+    finished = [FEATURES.finish(c) for c in copies[0]]
+    for _ in range(5):
+        first, second = sampler.pair(0, rng)
+        assert np.array_equal(first, clean)
+        assert any(second.shape == c.shape and np.array_equal(second, c) for c in finished)
+    bare = CopySampler(bases, [[] for _ in copies], FEATURES, clean=0.0)
+    assert all(np.array_equal(x, clean) for x in bare.pair(0, rng))
 
 
 def test_the_suite_hears_every_condition_and_is_deterministic():

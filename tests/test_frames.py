@@ -366,6 +366,35 @@ def test_ensemble_trains_each_member_on_its_own_loss(pair):
                                float(keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(yy, p)), rtol=1e-5)
 
 
+def test_consistency_loss_adds_the_divergence_between_the_two_views():
+    """training.models.ConsistencyLoss: rows ``i`` and ``n + i`` are two views of one item; with equal answers
+    the loss is the base loss, with different ones the base plus the weight times their Jensen-Shannon
+    divergence, on both rows of the pair, and the same for an ensemble's unnormalised training output."""
+    import keras
+
+    from training.models import ConsistencyLoss, MemberCrossentropy
+
+    rng = np.random.default_rng(0)
+    a = np.asarray(keras.ops.softmax(rng.normal(size=(3, 7)).astype(np.float32)))
+    b = np.asarray(keras.ops.softmax(rng.normal(size=(3, 7)).astype(np.float32)))
+    y = np.eye(7, dtype=np.float32)[[0, 3, 6, 0, 3, 6]]
+    base = MemberCrossentropy(label_smoothing=0.1)
+    loss = ConsistencyLoss(base, 2.0, reduction=None)
+    np.testing.assert_allclose(np.asarray(loss(y, np.concatenate([a, a]))), np.asarray(base.call(y, np.concatenate([a, a]))),
+                               rtol=1e-5)
+    m = (a + b) / 2
+    jsd = 0.5 * (a * np.log(a / m)).sum(1) + 0.5 * (b * np.log(b / m)).sum(1)
+    assert jsd.min() > 0.01
+    both = np.concatenate([a, b])
+    np.testing.assert_allclose(np.asarray(loss(y, both)), np.asarray(base.call(y, both)) + 2.0 * np.concatenate([jsd, jsd]),
+                               rtol=1e-4)
+    # an unnormalised output (the ensemble's geometric mean in training) is read as its normalised answer
+    np.testing.assert_allclose(np.asarray(loss(y, both * 0.8)) - np.asarray(base.call(y, both * 0.8)),
+                               2.0 * np.concatenate([jsd, jsd]), rtol=1e-4)
+    again = ConsistencyLoss.from_config(loss.get_config())
+    assert again.weight == 2.0 and isinstance(again.base, MemberCrossentropy) and again.base.label_smoothing == 0.1
+
+
 def test_ensemble_padding_and_export(pair, tmp_path):
     from speech_emotion.model import ExportedModel
     from training.export import export_model

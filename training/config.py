@@ -74,7 +74,7 @@ DEFAULT_RECIPE = "crnn-robust-4k-tempo25"
 RECIPE_BASE: dict[str, Any] = {"model_args": {}, "augment_args": {}, "degrade_args": {}, "degrade_copies": 0,
                                "degrade_clean": 0.5, "members_apart": False,
                                "members_own_copies": False, "members_validate_apart": False,
-                               "final_all_speakers": False}
+                               "final_all_speakers": False, "consistency": 0.0}
 
 #: Names that changed, accepted for one more release with a warning. The notebook's recipe, its features and
 #: its model were called "seed", the word ``--seed`` uses for the random seed.
@@ -137,6 +137,10 @@ class TrainConfig:
     # with probability degrade_clean, else one of its copies
     degrade_copies: int = RECIPES[DEFAULT_RECIPE].get("degrade_copies", 0)
     degrade_clean: float = RECIPES[DEFAULT_RECIPE].get("degrade_clean", 0.5)
+    # with degrade_copies: every batch holds each item twice, as itself and as one of its copies (both
+    # augmented), and the loss adds this weight times the Jensen-Shannon divergence between the two answers
+    # (as AugMix does): the model is taught to answer a clip the same through any recording. 0 = off
+    consistency: float = RECIPES[DEFAULT_RECIPE].get("consistency", 0.0)
     # probabilities and ranges of the copies' degradations (training/degrade.py DegradeSettings fields), over
     # its defaults
     degrade_args: dict[str, Any] = field(default_factory=lambda: dict(RECIPES[DEFAULT_RECIPE].get("degrade_args", {})))

@@ -220,7 +220,19 @@ class CopySampler:
 
     def __call__(self, i: int, rng: np.random.Generator) -> np.ndarray:
         if self.copies[i] and rng.random() >= self.clean:
-            return self.feature_set.finish(self.copies[i][int(rng.integers(len(self.copies[i])))])
+            return self._copy(i, rng)
+        return self._clean(i, rng)
+
+    def pair(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Two views of item ``i``: the clip itself and one of its copies (the clip again when no copy kept
+        any speech), for a loss that asks both for the same answer."""
+        clean = self._clean(i, rng)
+        return clean, (self._copy(i, rng) if self.copies[i] else clean)
+
+    def _copy(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        return self.feature_set.finish(self.copies[i][int(rng.integers(len(self.copies[i])))])
+
+    def _clean(self, i: int, rng: np.random.Generator) -> np.ndarray:
         if self.base is not None:
             return self.base(i, rng)
         return self.feature_set.finish(self.features[i])

@@ -44,11 +44,14 @@ def predict_proba(model, features: list[np.ndarray], batch_size: int = 64) -> np
     return probs
 
 
-def _make_batches(features, onehot, weights, *, batch_size: int, seed: int, augment=None, sample=None):
+def _make_batches(features, onehot, weights, *, batch_size: int, seed: int, augment=None, sample=None,
+                  paired: bool = False):
     """Training batches as a tf.data pipeline: reshuffled every epoch, items of similar length share a batch
     (sorted by length inside windows of 8 batches: little padding, still random batch composition), optional
     augmentation per item. ``sample(j, rng)``, when given, makes item ``j``'s input anew each epoch (a speaker
-    reference drawn per item: :class:`training.speaker.ReferenceSampler`) before augmentation.
+    reference drawn per item: :class:`training.speaker.ReferenceSampler`) before augmentation. With ``paired``,
+    a batch of ``n`` items has ``2n`` rows: each item's two views from ``sample.pair(j, rng)``
+    (:meth:`training.copies.CopySampler.pair`), first views first, each augmented on its own.
 
     The signature is declared with a free time axis: letting Keras infer it from the first batches (as it
     does for a PyDataset) fixes the time axis whenever those happen to have the same padded length.
@@ -68,7 +71,12 @@ def _make_batches(features, onehot, weights, *, batch_size: int, seed: int, augm
         batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
         rng.shuffle(batches)
         for idx in batches:
-            items = [sample(j, rng) if sample else features[j] for j in idx]
+            if paired:
+                views = [sample.pair(j, rng) for j in idx]
+                items = [v[0] for v in views] + [v[1] for v in views]
+                idx = np.concatenate([idx, idx])
+            else:
+                items = [sample(j, rng) if sample else features[j] for j in idx]
             items = [augment(x, rng) for x in items] if augment else items
             yield pad_batch(items).astype(np.float32), onehot[idx], weights[idx]
 
@@ -217,6 +225,7 @@ def fit_model(
     lr_schedule: str = "constant",
     average_weights: bool = False,
     sample: Callable | None = None,
+    consistency: float = 0.0,
     verbose: int = 0,
 ) -> FitResult:
     """Fit a fresh model; with ``val``, keep the epoch that scores best on it, else train ``epochs`` epochs.
@@ -224,18 +233,28 @@ def fit_model(
     ``lr_schedule="cosine"`` decays the optimizer's learning rate along a half cosine over ``epochs``.
     ``average_weights``: the kept model is the mean of the weights of the chosen epoch and the
     SMOOTHING_EPOCHS - 1 before it (without validation: of the last SMOOTHING_EPOCHS epochs).
+    ``consistency``: each batch holds every item twice, as ``sample.pair`` gives it, and the loss adds this
+    weight times the divergence between the two answers (:class:`training.models.ConsistencyLoss`).
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build()
+    if consistency:
+        if not hasattr(sample, "pair"):
+            raise ValueError("consistency needs two views of every item: a sampler of degraded copies")
+        from training.models import ConsistencyLoss
+
+        model.compile(optimizer=model.optimizer, loss=ConsistencyLoss(model.loss, consistency),
+                      metrics=["accuracy"])
     x, y = train
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     if item_weights is not None:  # given per item (e.g. each corpus and each emotion in it weighted alike)
         weights = np.asarray(item_weights, dtype=np.float32)
     else:
         weights = (class_weights(y, n_classes) if balance else np.ones(n_classes))[y].astype(np.float32)
-    batches = _make_batches(x, onehot, weights, batch_size=batch_size, seed=seed, augment=augment, sample=sample)
+    batches = _make_batches(x, onehot, weights, batch_size=batch_size, seed=seed, augment=augment, sample=sample,
+                            paired=bool(consistency))
     best = _best_epoch_callback(val[0], val[1], patience, average_weights) if val is not None else None
     callbacks = [best] if best is not None else []
     last = _last_epochs_callback(SMOOTHING_EPOCHS) if val is None and average_weights else None

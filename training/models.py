@@ -235,6 +235,33 @@ class MemberCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+@keras.saving.register_keras_serializable(package="ser")
+class ConsistencyLoss(keras.losses.Loss):
+    """``base`` per item, plus ``weight`` times the Jensen-Shannon divergence between the answers to the two
+    views of each item: a batch of ``2n`` rows holds ``n`` items, then the same ``n`` items seen another way
+    (``training.fitting`` with ``consistency``). Each row carries its pair's divergence, so the item's sample
+    weight weighs it as it weighs the item's cross-entropy. ``y_pred`` is renormalised first (an ensemble's
+    training output, :class:`MemberMean`, is a geometric mean that does not sum to 1)."""
+
+    def __init__(self, base, weight: float = 1.0, name: str = "consistency", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.base = keras.losses.get(base) if isinstance(base, (dict, str)) else base
+        self.weight = weight
+
+    def call(self, y_true, y_pred):
+        per_item = self.base.call(y_true, y_pred)
+        p = ops.clip(y_pred, 1e-7, 1.0)
+        p = p / ops.sum(p, axis=-1, keepdims=True)
+        n = ops.shape(p)[0] // 2
+        a, b = p[:n], p[n:]
+        log_m = ops.log((a + b) / 2)
+        jsd = 0.5 * ops.sum(a * (ops.log(a) - log_m), axis=-1) + 0.5 * ops.sum(b * (ops.log(b) - log_m), axis=-1)
+        return per_item + self.weight * ops.concatenate([jsd, jsd], axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "base": keras.losses.serialize(self.base), "weight": self.weight}
+
+
 def build_crnn_ensemble(
     input_shape: tuple[int | None, int],
     n_classes: int,

@@ -188,6 +188,11 @@ def _run(cfg: TrainConfig) -> RunResult:
     if cfg.final_all_speakers and not cfg.members_validate_apart:
         raise ValueError("final_all_speakers trains the final model's members on every speaker where "
                          "members_validate_apart would hold some out: it needs members_validate_apart")
+    if cfg.consistency and not cfg.degrade_copies:
+        raise ValueError("consistency compares each item's answer with its answer through a degraded copy: it "
+                         "needs degrade_copies")
+    if cfg.consistency < 0:
+        raise ValueError(f"consistency is a weight of the loss: 0 or more, not {cfg.consistency}")
     if cfg.members_validate_apart and cfg.refit:
         raise ValueError("members_validate_apart chooses each member's epoch on its own validation speakers: "
                          "there is no one epoch count to refit with (drop refit)")
@@ -420,6 +425,7 @@ def _fit_items(ctx: FoldContext, idx: np.ndarray, *, epochs: int, seed: int, val
             balance=cfg.class_weight, item_weights=item_weights, augment=ctx.augment, lr_schedule=cfg.lr_schedule,
             average_weights=cfg.average_weights,
             sample=_sampler(ctx, idx, draw=member if cfg.members_own_copies else 0),
+            consistency=cfg.consistency,
         )
 
     if ctx.build_member is None:
