@@ -186,12 +186,12 @@ def test_members_fitted_apart_on_copies_of_their_own(slice_csv, tmp_path, monkey
 
 
 def test_consistency_trains_on_pairs_of_a_clip_and_its_copy(slice_csv, tmp_path, monkeypatch):
-    """``consistency``: every training batch holds each item twice, first as the clip itself (clean), then as
-    one of its degraded copies, and the loss is the consistency loss; validation items stay single. It needs
-    degraded copies."""
+    """``consistency``: every training batch holds each item twice (its label repeated in the second half of
+    the rows), where without it a batch holds each item once. It needs degraded copies. Which view comes first
+    is ``CopySampler.pair``'s test (test_copies.py), the loss's is test_frames.py's."""
     from training import fitting
 
-    seen: list[tuple[int, int, bool]] = []  # (rows, items, paired) per training batch
+    seen: list[tuple[int, bool]] = []  # (rows, paired) per training batch
     original = fitting._make_batches
 
     def watched(features, onehot, weights, **kw):
@@ -200,7 +200,7 @@ def test_consistency_trains_on_pairs_of_a_clip_and_its_copy(slice_csv, tmp_path,
             rows = int(x.shape[0])
             half = rows // 2
             same = rows % 2 == 0 and np.array_equal(np.asarray(y[:half]), np.asarray(y[half:]))
-            seen.append((rows, len(features), bool(kw.get("paired")) and same))
+            seen.append((rows, bool(kw.get("paired")) and same))
         return dataset
 
     monkeypatch.setattr(fitting, "_make_batches", watched)
@@ -208,10 +208,10 @@ def test_consistency_trains_on_pairs_of_a_clip_and_its_copy(slice_csv, tmp_path,
                   final_fit=False, cache_dir=None, progress=False, batch_size=8)
     run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", consistency=1.0,
                                          runs_dir=str(tmp_path / "on"), **common))
-    assert seen and all(rows == 16 and paired for rows, _, paired in seen), seen
+    assert seen and all(rows == 16 and paired for rows, paired in seen), seen
     seen.clear()
     run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", runs_dir=str(tmp_path / "off"), **common))
-    assert seen and all(rows == 8 and not paired for rows, _, paired in seen), seen
+    assert seen and all(rows == 8 and not paired for rows, paired in seen), seen
     with pytest.raises(ValueError, match="degrade_copies"):
         run_training(TrainConfig.from_recipe("crnn-robust-4k-tempo25", consistency=1.0, degrade_copies=0,
                                              data=str(slice_csv), runs_dir=str(tmp_path / "bad")))
