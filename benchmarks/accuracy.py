@@ -23,7 +23,7 @@ never their labels: the per-speaker normalisation of the published baselines in 
 
     python benchmarks/accuracy.py                         # every recipe in training/config.py RECIPES, 3 seeds
     python benchmarks/accuracy.py --recipes crnn --seeds 0 --tasks emodb-loso
-    python benchmarks/accuracy.py --recipes crnn-robust-4k-tempo25 --tasks emodb-tess --ray-address auto   # on a Ray cluster
+    python benchmarks/accuracy.py --recipes crnn-robust-4k-tempo25-e90 --tasks emodb-tess --ray-address auto   # on a Ray cluster
 """
 
 from __future__ import annotations
