@@ -19,7 +19,7 @@ class Settings(BaseModel):
 
     model_path: Path = Field(
         PROJECT_ROOT / "models",
-        description="SavedModel to serve: a version folder (models/emotion/11), a model folder (its newest "
+        description="SavedModel to serve: a version folder (models/emotion/12), a model folder (its newest "
                     "version is served) or a models root holding one model",
     )
     max_upload_mb: float = Field(25.0, gt=0, description="largest request body accepted, in MB (413 above)")
