@@ -331,8 +331,8 @@ def test_flags_override_the_recipe():
     default = _train_config(build_parser().parse_args(["train"]))
     assert (default.recipe, default.features, default.average_weights, default.augment, default.refit) == (
         "crnn-robust-4k-tempo25-e90", "logmel-robust-4k", True, True, False)
-    assert (default.epochs, _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust-4k-tempo25"])
-                             ).epochs) == (90, 60)
+    sixty = _train_config(build_parser().parse_args(["train", "--recipe", "crnn-robust-4k-tempo25"]))
+    assert (default.epochs, sixty.epochs) == (90, 60)
     assert (default.model, default.model_args) == ("crnn_ensemble", {"members": 2})
     assert (default.members_apart, default.members_own_copies, default.members_validate_apart) == (False, False, False)
     assert (default.degrade_copies, default.augment_args) == (3, {"max_time_scale": 0.25})
