@@ -68,8 +68,8 @@ RECIPES["crnn-robust-4k-tempo25"] = {**RECIPES["crnn-robust-4k"], "augment_args"
 RECIPES["crnn-robust-4k-trio"] = {**RECIPES["crnn-robust-4k-tempo25"], "model_args": {"members": 3},
                                   "members_apart": True, "members_own_copies": True, "members_validate_apart": True}
 # crnn-robust-4k-tempo25 trained for 90 epochs instead of 60 (the cosine decay stretched over 90): with 60 the
-# folds chose their epoch at the very end. +0.040 UAR within EMO-DB, no worse across corpora
-# (benchmarks/results/2026-12-06-epochs.md).
+# folds chose their epoch at the very end. Better within EMO-DB and under the robustness suite, no worse
+# across corpora (benchmarks/results/2026-12-06-epochs.md).
 RECIPES["crnn-robust-4k-tempo25-e90"] = {**RECIPES["crnn-robust-4k-tempo25"], "epochs": 90}
 DEFAULT_RECIPE = "crnn-robust-4k-tempo25-e90"
 
