@@ -370,6 +370,14 @@ class LogMelFrames(FeatureSet):
     #: speaker's F0 (about twice as wide for a typical woman's voice as for a man's). The pitch columns keep
     #: the intonation.
     lifter: int = 0
+    #: How the mel energies are compressed. "log": their log, floored ``floor_db`` under the loudest bin.
+    #: "pcen": per-channel energy normalisation (Wang et al. 2017, ``librosa.pcen``): each band divided by its
+    #: own smoothed past (time constant ``pcen_time`` seconds), then root-compressed: a gain control per band
+    #: that cancels what stays put (a steady noise, the channel's colouring) and damps what decays slowly (a
+    #: room's reverberant tail), keeping the onsets of the speech itself. Floored ``floor_db`` under the loudest
+    #: bin first, as the log is.
+    compression: str = "log"
+    pcen_time: float = 0.4
     min_seconds: float = 0.25
     #: Speech detection (speech_emotion/speech.py): when set, features are computed on the speech of the clip
     #: only (non-speech at the ends removed, long pauses shortened) and a clip without speech raises
@@ -384,7 +392,8 @@ class LogMelFrames(FeatureSet):
     #: them: left out of to_dict() at that value, so the settings (and fingerprints, cache keys, speaker
     #: profiles) of earlier models stay what they were.
     _LATER_SETTINGS: ClassVar[dict[str, Any]] = {"floor_db": 80.0, "speech": None, "pitch_threshold": 0.4,
-                                                  "pitch_median": 1, "lifter": 0}
+                                                  "pitch_median": 1, "lifter": 0, "compression": "log",
+                                                  "pcen_time": 0.4}
     #: Facts about every instance, once settings: each feature group (log-mel, each delta order) is brought to
     #: zero mean and unit variance over the whole utterance. Still written into to_dict() so that exported
     #: metadata says how a model was fed and every fingerprint (feature caches, speaker profiles) stays as it was.
@@ -418,7 +427,17 @@ class LogMelFrames(FeatureSet):
         spec = power_spectrogram(y, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length)
         mel = (spec @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax).T).T
         # Floor ``floor_db`` under the loudest bin: relative, so the recording's gain cancels out exactly.
-        logmel = np.log(mel + 10.0 ** (-self.floor_db / 10) * mel.max() + 1e-30)
+        floored = mel + 10.0 ** (-self.floor_db / 10) * mel.max() + 1e-30
+        if self.compression == "log":
+            logmel = np.log(floored)
+        elif self.compression == "pcen":
+            # On magnitudes scaled to a fixed peak (librosa's example scales 16-bit-range audio likewise). The
+            # floor first: without it, bands quiet in the clean clip are raised to the level of any noise.
+            magnitude = np.sqrt(floored)
+            logmel = librosa.pcen(magnitude * (2.0 ** 31 / magnitude.max()), sr=self.sample_rate,
+                                  hop_length=self.hop_length, time_constant=self.pcen_time)
+        else:
+            raise ValueError(f"compression must be 'log' or 'pcen', not {self.compression!r}")
         if self.lifter:
             logmel = envelope_matrix(self.n_mels, self.lifter) @ logmel
         parts = [logmel]
@@ -509,6 +528,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # corpora it helps a model of TESS's two women and hurts one of EMO-DB's ten voices
     # (benchmarks/results/2026-12-02-spectral-envelope.md): for training on few speakers of one sex.
     "logmel-robust-4k-envelope": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, lifter=12),
+    # ... with per-channel energy normalisation instead of the floored log: for noise and rooms.
+    "logmel-robust-4k-pcen": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, compression="pcen"),
 }
 
 
