@@ -528,7 +528,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # corpora it helps a model of TESS's two women and hurts one of EMO-DB's ten voices
     # (benchmarks/results/2026-12-02-spectral-envelope.md): for training on few speakers of one sex.
     "logmel-robust-4k-envelope": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, lifter=12),
-    # ... with per-channel energy normalisation instead of the floored log: for noise and rooms.
+    # ... with per-channel energy normalisation instead of the floored log: for noise and rooms. Its frames
+    # of degraded clips sit about half as far from the clean ones, but across corpora it is no better and
+    # loses angry (benchmarks/results/2026-12-07-pcen.md); kept to finish measuring it.
     "logmel-robust-4k-pcen": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, compression="pcen"),
 }
 
