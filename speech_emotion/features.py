@@ -530,7 +530,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     "logmel-robust-4k-envelope": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, lifter=12),
     # ... with per-channel energy normalisation instead of the floored log: for noise and rooms. Its frames
     # of degraded clips sit about half as far from the clean ones, but across corpora it is no better and
-    # loses angry (benchmarks/results/2026-12-07-pcen.md); kept to finish measuring it.
+    # loses angry, within EMO-DB lower, and white noise hurts it more (benchmarks/results/2026-12-07-pcen.md);
+    # kept to combine (a lower PCEN gain, or beside the log bands).
     "logmel-robust-4k-pcen": LogMelFrames(speech=DEFAULT_DETECTOR, floor_db=40.0, fmax=4000.0, compression="pcen"),
 }
 
